@@ -1,0 +1,264 @@
+"""Made-up but plausible research content: outputs, bases, sources and progress messages.
+
+Everything here is a pure function of a ``random.Random``, which the caller seeds
+from the emulator seed plus the run's input and spec, so the same request always
+gets the same answer. Nothing here is true; it only has the right shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import Any
+
+__all__ = [
+    "XSS_TEXT",
+    "XSS_URL",
+    "auto_output",
+    "input_subject",
+    "json_output",
+    "make_rng",
+    "progress_message",
+    "source_urls",
+    "text_output",
+]
+
+XSS_TEXT = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
+XSS_URL = "javascript:window.__xss=1"
+
+_DOMAINS = [
+    "en.wikipedia.org", "www.reuters.com", "www.sec.gov", "www.bloomberg.com", "www.ft.com",
+    "www.crunchbase.com", "www.linkedin.com", "www.statista.com", "data.worldbank.org",
+    "www.imf.org", "www.census.gov", "arxiv.org", "www.nature.com", "techcrunch.com",
+    "www.bbc.co.uk", "www.nytimes.com", "www.economist.com", "investor.example.com",
+]
+_WORDS = (
+    "annual report market share revenue growth filing overview profile history leadership "
+    "acquisition funding analysis outlook statistics survey release guidance quarterly"
+).split()
+_FIRST = ["Ada", "Grace", "Alan", "Katherine", "Linus", "Margaret", "Tim", "Barbara", "Dennis", "Frances"]
+_LAST = ["Lovelace", "Hopper", "Turing", "Johnson", "Torvalds", "Hamilton", "Berners-Lee", "Liskov", "Ritchie"]
+_COUNTRIES = ["United States", "Germany", "Japan", "India", "Brazil", "Canada", "France", "Kenya"]
+_CONFIDENCE = ["high", "high", "medium", "medium", "low"]
+
+
+def make_rng(*parts: object) -> random.Random:
+    """A generator seeded from the parts' text, stable across processes and Python versions."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def input_subject(value: Any) -> str:
+    """A short human label for a run's input, used inside generated prose."""
+    if isinstance(value, str):
+        text = " ".join(value.split())
+    elif isinstance(value, dict) and value:
+        text = ", ".join(f"{k}: {v}" for k, v in list(value.items())[:3])
+    else:
+        text = "the request"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def source_urls(rng: random.Random, n: int, *, xss: bool = False) -> list[str]:
+    """``n`` plausible source URLs (one ``javascript:`` URL first when ``xss``)."""
+    urls = [
+        f"https://{rng.choice(_DOMAINS)}/{rng.choice(_WORDS)}/{rng.choice(_WORDS)}-{rng.randint(100, 99999)}"
+        for _ in range(n)
+    ]
+    if xss and urls:
+        urls[0] = XSS_URL
+    return urls
+
+
+def _citations(rng: random.Random, subject: str, field: str, *, xss: bool) -> list[dict[str, Any]]:
+    out = []
+    for url in source_urls(rng, rng.randint(1, 3), xss=xss):
+        title = f"{subject[:40]} — {rng.choice(_WORDS)} {rng.choice(_WORDS)}".title()
+        if xss:
+            title = XSS_TEXT + title
+        excerpt = f"According to this source, the {field.replace('_', ' ')} of {subject[:40]} is documented here."
+        out.append({"url": url, "title": title, "excerpts": [excerpt]})
+    return out
+
+
+def _basis(rng: random.Random, field: str, subject: str, *, xss: bool) -> dict[str, Any]:
+    reasoning = (
+        f"Cross-checked {rng.randint(2, 6)} sources for the {field.replace('_', ' ')} of {subject}; "
+        f"the most recent primary source was preferred."
+    )
+    if xss:
+        reasoning = XSS_TEXT + reasoning
+    return {
+        "field": field,
+        "citations": _citations(rng, subject, field, xss=xss),
+        "reasoning": reasoning,
+        "confidence": rng.choice(_CONFIDENCE),
+    }
+
+
+def _string_for(name: str, description: str, subject: str, rng: random.Random) -> str:
+    key = f"{name} {description}".lower()
+    if "url" in key or "website" in key or "link" in key:
+        return f"https://www.{''.join(ch for ch in subject.lower() if ch.isalnum())[:20] or 'example'}.com"
+    if "date" in key or "founded" in key or "year" in key or "when" in key:
+        return f"{rng.randint(1950, 2025)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    if "email" in key:
+        return f"contact@{''.join(ch for ch in subject.lower() if ch.isalnum())[:20] or 'example'}.com"
+    if any(w in key for w in ("ceo", "founder", "person", "author", "name", "leader", "president")):
+        return f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+    if "country" in key or "location" in key or "headquarters" in key or "hq" in key:
+        return rng.choice(_COUNTRIES)
+    if any(w in key for w in ("revenue", "gdp", "price", "valuation", "funding", "cost", "usd")):
+        return f"${rng.randint(1, 999)}.{rng.randint(0, 9)} {rng.choice(['million', 'billion'])} ({rng.randint(2019, 2025)})"
+    label = description or name.replace("_", " ")
+    return f"{label[:60].rstrip('.')} for {subject}: {rng.choice(_WORDS)} {rng.choice(_WORDS)} noted in recent sources."
+
+
+def _value(schema: Any, name: str, subject: str, rng: random.Random, xss: bool, depth: int = 0) -> Any:
+    """A value that validates against ``schema`` (the subset Parallel supports)."""
+    if not isinstance(schema, dict):
+        return f"{name} for {subject}"
+    if "enum" in schema and isinstance(schema["enum"], list) and schema["enum"]:
+        return rng.choice(schema["enum"])
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            options = [s for s in schema[key] if not (isinstance(s, dict) and s.get("type") == "null")]
+            if not options:
+                return None
+            return _value(rng.choice(options), name, subject, rng, xss, depth)
+    kind = schema.get("type", "string")
+    if isinstance(kind, list):
+        non_null = [k for k in kind if k != "null"]
+        if not non_null or ("null" in kind and rng.random() < 0.1):
+            return None
+        kind = rng.choice(non_null)
+    description = schema.get("description", "") if isinstance(schema.get("description"), str) else ""
+    if kind == "object":
+        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        return {k: _value(v, k, subject, rng, xss, depth + 1) for k, v in props.items()}
+    if kind == "array":
+        count = rng.randint(1, 3) if depth < 6 else 0
+        return [_value(schema.get("items", {"type": "string"}), name, subject, rng, xss, depth + 1) for _ in range(count)]
+    if kind == "integer":
+        return rng.randint(1, 10_000)
+    if kind == "number":
+        return round(rng.uniform(0, 10_000), 2)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    text = _string_for(name, description, subject, rng)
+    return XSS_TEXT + text if xss else text
+
+
+def json_output(
+    json_schema: dict[str, Any], input_value: Any, rng: random.Random, *, xss: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Content that validates against ``json_schema``, and one FieldBasis per top-level field."""
+    subject = input_subject(input_value)
+    content = _value(json_schema, "output", subject, rng, xss)
+    if not isinstance(content, dict):
+        content = {}
+    basis = [_basis(rng, field, subject, xss=xss) for field in content]
+    return content, basis
+
+
+def auto_output(
+    input_value: Any, rng: random.Random, *, xss: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """An invented schema, content for it, and a basis that includes dotted array paths."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "summary": {"type": "string", "description": "One-paragraph answer to the request"},
+            "key_facts": {
+                "type": "array",
+                "description": "Most important facts found",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "fact": {"type": "string", "description": "The fact"},
+                        "year": {"type": ["integer", "null"], "description": "Year the fact refers to"},
+                    },
+                    "required": ["fact", "year"],
+                    "additionalProperties": False,
+                },
+            },
+            "headquarters_country": {"type": "string", "description": "Country of headquarters"},
+        },
+        "required": ["summary", "key_facts", "headquarters_country"],
+        "additionalProperties": False,
+    }
+    subject = input_subject(input_value)
+    content = _value(schema, "output", subject, rng, xss)
+    basis = [_basis(rng, field, subject, xss=xss) for field in content]
+    for i, _ in enumerate(content.get("key_facts", [])):
+        basis.append(_basis(rng, f"key_facts.{i}", subject, xss=xss))
+    return content, basis, schema
+
+
+def text_output(
+    description: str | None, input_value: Any, rng: random.Random, *, xss: bool = False
+) -> tuple[str, list[dict[str, Any]]]:
+    """A Markdown report and its single ``output`` basis entry."""
+    subject = input_subject(input_value)
+    urls = source_urls(rng, rng.randint(3, 6))
+    lines = [f"# {subject}", ""]
+    if description:
+        lines += [f"_Brief: {description[:200]}_", ""]
+    if xss:
+        lines += [XSS_TEXT, f"[click me]({XSS_URL})", ""]
+    lines += ["## Summary", ""]
+    lines.append(
+        f"Research on **{subject}** drew on {len(urls)} sources. The picture is consistent across "
+        f"primary filings and press coverage, with {rng.choice(_WORDS)} and {rng.choice(_WORDS)} standing out."
+    )
+    lines += ["", "## Findings", ""]
+    for i, url in enumerate(urls, 1):
+        lines.append(f"- Finding {i}: {rng.choice(_WORDS)} {rng.choice(_WORDS)} ([source {i}]({url}))")
+    lines += ["", "| Metric | Value |", "| --- | --- |"]
+    for word in rng.sample(_WORDS, 3):
+        lines.append(f"| {word} | {rng.randint(1, 999)} |")
+    basis = _basis(rng, "output", subject, xss=xss)
+    basis["citations"] = [
+        {"url": u, "title": f"Source {i}", "excerpts": [f"Excerpt {i} about {subject[:40]}."]}
+        for i, u in enumerate(urls, 1)
+    ]
+    return "\n".join(lines) + "\n", [basis]
+
+
+_MESSAGES = {
+    "exec_status": [
+        "Starting research",
+        "Reviewing gathered evidence",
+        "Cross-checking figures across sources",
+        "Preparing the final answer",
+    ],
+    "plan": [
+        "I'm gathering background on {s} before narrowing to the requested fields.",
+        "Next I'll look for primary sources that confirm the figures for {s}.",
+        "I'll compare recent coverage of {s} to resolve conflicting values.",
+    ],
+    "search": [
+        "Searching for {s} {w}",
+        "Searching for {w} {w2} {s}",
+        "Searching official filings about {s}",
+    ],
+    "tool_call": [
+        "Reading https://{d}/{w}",
+        "Fetching the {w} page for {s}",
+    ],
+    "result": [
+        "Found {n} relevant sources on {s} {w}",
+        "Confirmed the {w} figure from two independent sources",
+    ],
+}
+
+
+def progress_message(kind: str, subject: str, rng: random.Random, *, xss: bool = False) -> str:
+    """One progress message of ``kind`` (``plan``, ``search``, ``tool_call``, ``result``, ``exec_status``)."""
+    template = rng.choice(_MESSAGES.get(kind, ["Working on {s}"]))
+    text = template.format(
+        s=subject, w=rng.choice(_WORDS), w2=rng.choice(_WORDS), d=rng.choice(_DOMAINS), n=rng.randint(2, 40)
+    )
+    return XSS_TEXT + text if xss else text

@@ -1,0 +1,111 @@
+"""Running the emulator: in the foreground (CLI) or in a background thread (tests, demo)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import threading
+from types import TracebackType
+
+import uvicorn
+
+from taskdeck.emulator.app import create_app
+from taskdeck.emulator.settings import EmulatorSettings
+
+__all__ = ["BackgroundEmulator", "raise_fd_limit", "run_emulator"]
+
+# The drop fault ends a response mid-body on purpose; uvicorn reports that as an
+# application error, which would bury real errors in noise.
+_DROP_NOTICE = "ASGI callable returned without completing response."
+
+
+class _DropNoiseFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != _DROP_NOTICE
+
+
+def _install_log_filter() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DropNoiseFilter) for f in logger.filters):
+        logger.addFilter(_DropNoiseFilter())
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard limit (10,000 streams need 10,000 sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _config(settings: EmulatorSettings, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        backlog=16384,
+        timeout_keep_alive=30,
+        lifespan="on",
+    )
+
+
+def run_emulator(settings: EmulatorSettings, *, log_level: str = "info") -> None:
+    """Serve in the foreground until interrupted."""
+    _install_log_filter()
+    raise_fd_limit()
+    uvicorn.Server(_config(settings, log_level)).run()
+
+
+class BackgroundEmulator:
+    """The emulator on a real socket in a daemon thread; ``url`` is its base URL.
+
+    Use as a context manager. Port 0 (the default here) picks a free port.
+    """
+
+    def __init__(self, settings: EmulatorSettings | None = None, *, log_level: str = "warning") -> None:
+        self.settings = settings or EmulatorSettings(port=0)
+        _install_log_filter()
+        self._server = uvicorn.Server(_config(self.settings, log_level))
+        self._thread = threading.Thread(target=self._run, name="taskdeck-emulator", daemon=True)
+        self._ready = threading.Event()
+        self.port = 0
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        config = self._server.config
+        if not config.loaded:
+            config.load()
+        self._server.lifespan = config.lifespan_class(config)
+        await self._server.startup()
+        if self._server.servers:
+            self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._ready.set()
+        await self._server.main_loop()
+        await self._server.shutdown()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    def start(self) -> BackgroundEmulator:
+        self._thread.start()
+        if not self._ready.wait(timeout=30) or not self.port:
+            raise RuntimeError("the emulator did not start within 30 s")
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+
+    def __enter__(self) -> BackgroundEmulator:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
