@@ -33,7 +33,7 @@ def _root(
 
 @app.command()
 def emulator(
-    host: Annotated[str | None, typer.Option(help="Interface to bind [env TASKDECK_EMULATOR_HOST; default 127.0.0.1].")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind [default 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind; 0 picks a free one [default 8900].")] = None,
     time_scale: Annotated[
         float | None,
@@ -41,7 +41,7 @@ def emulator(
     ] = None,
     stream_lifetime: Annotated[
         float | None,
-        typer.Option("--stream-lifetime", help="Seconds before the server closes an event stream, scaled [default 570]."),
+        typer.Option("--stream-lifetime", help="Seconds until the server closes a stream, scaled [default 570]."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for durations, content and fault draws [default 0].")] = None,
     api_key: Annotated[
@@ -50,7 +50,8 @@ def emulator(
     ] = None,
     webhook_secret: Annotated[str | None, typer.Option(help="Account secret that signs webhook deliveries.")] = None,
     rate_limit: Annotated[
-        int | None, typer.Option("--rate-limit", help="Run-creating POSTs per key per minute before 429 [default 2000].")
+        int | None,
+        typer.Option("--rate-limit", help="Run-creating POSTs per key per minute [default 2000]."),
     ] = None,
     faults: Annotated[
         str | None,

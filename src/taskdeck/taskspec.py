@@ -46,9 +46,7 @@ UNSUPPORTED_KEYWORDS = frozenset(
     "minLength minimum minProperties multipleOf pattern patternProperties propertyNames "
     "uniqueItems unevaluatedItems unevaluatedProperties".split()
 )
-RESERVED_PROPERTY_NAMES = frozenset(
-    "citations confidence evidence reasoning source sources source_urls".split()
-)
+RESERVED_PROPERTY_NAMES = frozenset("citations confidence evidence reasoning source sources source_urls".split())
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 
@@ -233,6 +231,13 @@ def _check_schema_object(
     if not isinstance(js, dict):
         p.append(Problem((*loc, "json_schema"), "field required: a JSON Schema object", "missing"))
         return
+    if not allow_auto:
+        # Input schemas only describe the input; the output-schema rules do not apply.
+        try:
+            jsonschema.Draft202012Validator.check_schema(js)
+        except jsonschema.SchemaError as exc:
+            p.append(Problem((*loc, "json_schema"), f"is not valid JSON Schema: {exc.message}"))
+        return
     _check_json_schema(js, (*loc, "json_schema"), p, warnings)
     proc = get_processor(processor) if isinstance(processor, str) else None
     props = js.get("properties")
@@ -258,7 +263,9 @@ def _check_json_schema(js: dict[str, Any], loc: Loc, p: list[Problem], warnings:
         for key in node:
             if key in UNSUPPORTED_KEYWORDS:
                 p.append(Problem((*node_loc, key), f"keyword {key!r} is not supported", "unsupported"))
-        _check_types(node, node_loc, p)
+        in_union = len(node_loc) >= 2 and node_loc[-2] in ("anyOf", "oneOf")
+        if not in_union:
+            _check_types(node, node_loc, p)
         if isinstance(node.get("enum"), list):
             totals["enum_values"] += len(node["enum"])
             totals["enum_chars"] += sum(len(str(v)) for v in node["enum"])
@@ -268,7 +275,8 @@ def _check_json_schema(js: dict[str, Any], loc: Loc, p: list[Problem], warnings:
         if depth > MAX_NESTING:
             p.append(Problem(node_loc, f"objects nest {depth} levels deep; the limit is {MAX_NESTING}"))
         totals["properties"] += len(props)
-        required = node.get("required") if isinstance(node.get("required"), list) else []
+        required_raw = node.get("required")
+        required: list[Any] = required_raw if isinstance(required_raw, list) else []
         for name in props:
             if name in RESERVED_PROPERTY_NAMES:
                 warnings.append(
@@ -387,9 +395,7 @@ def _check_metadata(meta: Any, loc: Loc, p: list[Problem]) -> None:
         if not isinstance(value, str | int | float | bool) or value is None:
             p.append(Problem((*loc, key), "value must be a string, number or boolean", "type_error"))
         elif len(str(value)) > MAX_METADATA_VALUE:
-            p.append(
-                Problem((*loc, key), f"value is {len(str(value))} characters; the limit is {MAX_METADATA_VALUE}")
-            )
+            p.append(Problem((*loc, key), f"value is {len(str(value))} characters; the limit is {MAX_METADATA_VALUE}"))
 
 
 def _check_source_policy(policy: Any, loc: Loc, p: list[Problem]) -> None:

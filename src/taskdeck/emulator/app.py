@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskdeck.emulator.directives import Directives, DirectiveError, parse_directives
+from taskdeck.emulator.directives import DirectiveError, Directives, parse_directives
 from taskdeck.emulator.group import Group, parse_event_id, parse_run_cursor
 from taskdeck.emulator.metrics import StreamMetrics, key_label
 from taskdeck.emulator.run import Run
@@ -57,8 +57,10 @@ def problems_response(problems: list[Problem]) -> JSONResponse:
 
 def validation_response(problems: list[Problem]) -> JSONResponse:
     """422 ``HTTPValidationError`` for group routes."""
-    detail = [{"loc": ["body", *p.loc] if p.loc[:1] != ("query",) else list(p.loc), "msg": p.message,
-               "type": p.kind} for p in problems]
+    detail = [
+        {"loc": ["body", *p.loc] if p.loc[:1] != ("query",) else list(p.loc), "msg": p.message, "type": p.kind}
+        for p in problems
+    ]
     return JSONResponse({"detail": detail}, status_code=422)
 
 
@@ -207,10 +209,13 @@ def _query_bool(request: Request, name: str, default: bool) -> bool:
     raise Refused(validation_response([Problem(("query", name), "must be true or false", "bool_parsing")]))
 
 
-def endpoint(route: str) -> Callable[[Callable[[Request], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]:
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def endpoint(route: str) -> Callable[[Handler], Handler]:
     """Name a handler for the metrics and turn :class:`Refused` into its response."""
 
-    def wrap(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def wrap(fn: Handler) -> Handler:
         async def handler(request: Request) -> Response:
             request.scope["emulator_route"] = route
             try:
@@ -438,7 +443,6 @@ async def group_events(request: Request) -> Response:
 @endpoint("group_runs")
 async def group_runs(request: Request) -> Response:
     """GET /v1/tasks/groups/{taskgroup_id}/runs → SSE of one state event per run."""
-    state = _state(request)
     key = _authenticate(request, "group_runs")
     group = _lookup_group(request, key)
     after = None

@@ -27,10 +27,24 @@ XSS_TEXT = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
 XSS_URL = "javascript:window.__xss=1"
 
 _DOMAINS = [
-    "en.wikipedia.org", "www.reuters.com", "www.sec.gov", "www.bloomberg.com", "www.ft.com",
-    "www.crunchbase.com", "www.linkedin.com", "www.statista.com", "data.worldbank.org",
-    "www.imf.org", "www.census.gov", "arxiv.org", "www.nature.com", "techcrunch.com",
-    "www.bbc.co.uk", "www.nytimes.com", "www.economist.com", "investor.example.com",
+    "en.wikipedia.org",
+    "www.reuters.com",
+    "www.sec.gov",
+    "www.bloomberg.com",
+    "www.ft.com",
+    "www.crunchbase.com",
+    "www.linkedin.com",
+    "www.statista.com",
+    "data.worldbank.org",
+    "www.imf.org",
+    "www.census.gov",
+    "arxiv.org",
+    "www.nature.com",
+    "techcrunch.com",
+    "www.bbc.co.uk",
+    "www.nytimes.com",
+    "www.economist.com",
+    "investor.example.com",
 ]
 _WORDS = (
     "annual report market share revenue growth filing overview profile history leadership "
@@ -109,7 +123,8 @@ def _string_for(name: str, description: str, subject: str, rng: random.Random) -
     if "country" in key or "location" in key or "headquarters" in key or "hq" in key:
         return rng.choice(_COUNTRIES)
     if any(w in key for w in ("revenue", "gdp", "price", "valuation", "funding", "cost", "usd")):
-        return f"${rng.randint(1, 999)}.{rng.randint(0, 9)} {rng.choice(['million', 'billion'])} ({rng.randint(2019, 2025)})"
+        scale = rng.choice(["million", "billion"])
+        return f"${rng.randint(1, 999)}.{rng.randint(0, 9)} {scale} ({rng.randint(2019, 2025)})"
     label = description or name.replace("_", " ")
     return f"{label[:60].rstrip('.')} for {subject}: {rng.choice(_WORDS)} {rng.choice(_WORDS)} noted in recent sources."
 
@@ -136,12 +151,17 @@ def _value(schema: Any, name: str, subject: str, rng: random.Random, xss: bool, 
         kind = rng.choice(non_null)
     description = schema.get("description", "") if isinstance(schema.get("description"), str) else ""
     if kind == "object":
-        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        props_raw = schema.get("properties")
+        props: dict[str, Any] = props_raw if isinstance(props_raw, dict) else {}
         return {k: _value(v, k, subject, rng, xss, depth + 1) for k, v in props.items()}
     if kind == "array":
         count = rng.randint(1, 3) if depth < 6 else 0
-        return [_value(schema.get("items", {"type": "string"}), name, subject, rng, xss, depth + 1) for _ in range(count)]
+        return [
+            _value(schema.get("items", {"type": "string"}), name, subject, rng, xss, depth + 1) for _ in range(count)
+        ]
     if kind == "integer":
+        if "year" in name.lower() or "year" in description.lower():
+            return rng.randint(1990, 2025)
         return rng.randint(1, 10_000)
     if kind == "number":
         return round(rng.uniform(0, 10_000), 2)

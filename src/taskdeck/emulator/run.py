@@ -117,8 +117,8 @@ class Run:
         rng = content.make_rng(*self.seed_parts, "output")
         xss = self.directives.flag("xss")
         spec = self.request.get("task_spec") or {}
-        schema = normalize_schema(spec.get("output_schema")) if spec else {"type": "auto"}
-        schema = schema or {"type": "auto"}
+        # No task spec means an auto schema (the spec's reading; contract §13.10).
+        schema: dict[str, Any] = (normalize_schema(spec.get("output_schema")) if spec else None) or {"type": "auto"}
         value = self.request.get("input")
         mcp = self._mcp_tool_calls(rng)
         if schema["type"] == "text":
@@ -158,8 +158,9 @@ class Run:
             )
         return calls
 
-    def state_event(self, elapsed: float, *, event_id: str | None = None, with_input: bool = False,
-                    with_output: bool = True) -> dict[str, Any]:
+    def state_event(
+        self, elapsed: float, *, event_id: str | None = None, with_input: bool = False, with_output: bool = True
+    ) -> dict[str, Any]:
         """A ``task_run.state`` event; output only when completed (and wanted)."""
         run = self.wire(elapsed)
         out = self.output() if with_output and run["status"] == "completed" else None

@@ -7,13 +7,15 @@ import logging
 import resource
 import threading
 from types import TracebackType
+from typing import Self
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from taskdeck.emulator.app import create_app
 from taskdeck.emulator.settings import EmulatorSettings
 
-__all__ = ["BackgroundEmulator", "raise_fd_limit", "run_emulator"]
+__all__ = ["BackgroundEmulator", "BackgroundServer", "raise_fd_limit", "run_emulator"]
 
 # The drop fault ends a response mid-body on purpose; uvicorn reports that as an
 # application error, which would bury real errors in noise.
@@ -39,11 +41,11 @@ def raise_fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def _config(settings: EmulatorSettings, log_level: str) -> uvicorn.Config:
+def _uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
+        app,
+        host=host,
+        port=port,
         log_level=log_level,
         access_log=False,
         backlog=16384,
@@ -56,20 +58,20 @@ def run_emulator(settings: EmulatorSettings, *, log_level: str = "info") -> None
     """Serve in the foreground until interrupted."""
     _install_log_filter()
     raise_fd_limit()
-    uvicorn.Server(_config(settings, log_level)).run()
+    uvicorn.Server(_uvicorn_config(create_app(settings), settings.host, settings.port, log_level)).run()
 
 
-class BackgroundEmulator:
-    """The emulator on a real socket in a daemon thread; ``url`` is its base URL.
+class BackgroundServer:
+    """An ASGI app on a real socket, served by uvicorn in a daemon thread.
 
-    Use as a context manager. Port 0 (the default here) picks a free port.
+    Use as a context manager; ``url`` is its base URL. Port 0 picks a free port.
     """
 
-    def __init__(self, settings: EmulatorSettings | None = None, *, log_level: str = "warning") -> None:
-        self.settings = settings or EmulatorSettings(port=0)
+    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
         _install_log_filter()
-        self._server = uvicorn.Server(_config(self.settings, log_level))
-        self._thread = threading.Thread(target=self._run, name="taskdeck-emulator", daemon=True)
+        self.host = host
+        self._server = uvicorn.Server(_uvicorn_config(app, host, port, log_level))
+        self._thread = threading.Thread(target=self._run, name="taskdeck-server", daemon=True)
         self._ready = threading.Event()
         self.port = 0
 
@@ -77,6 +79,7 @@ class BackgroundEmulator:
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:
+        # uvicorn.Server.serve() would install signal handlers, which only the main thread may do.
         config = self._server.config
         if not config.loaded:
             config.load()
@@ -90,22 +93,32 @@ class BackgroundEmulator:
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
-    def start(self) -> BackgroundEmulator:
+    def start(self) -> Self:
         self._thread.start()
         if not self._ready.wait(timeout=30) or not self.port:
-            raise RuntimeError("the emulator did not start within 30 s")
+            raise RuntimeError("the server did not start within 30 s")
         return self
 
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=15)
 
-    def __enter__(self) -> BackgroundEmulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class BackgroundEmulator(BackgroundServer):
+    """The emulator in a background thread (tests, the demo)."""
+
+    def __init__(self, settings: EmulatorSettings | None = None, *, log_level: str = "warning") -> None:
+        self.settings = settings or EmulatorSettings(port=0)
+        super().__init__(
+            create_app(self.settings), host=self.settings.host, port=self.settings.port, log_level=log_level
+        )

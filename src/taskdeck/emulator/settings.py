@@ -9,7 +9,7 @@ from typing import Any
 
 from taskdeck.emulator.directives import parse_directives
 
-__all__ = ["ENV_PREFIX", "EmulatorSettings", "INVALID_KEY_PREFIX", "NO_CREDIT_KEY_PREFIX"]
+__all__ = ["ENV_PREFIX", "INVALID_KEY_PREFIX", "NO_CREDIT_KEY_PREFIX", "EmulatorSettings"]
 
 ENV_PREFIX = "TASKDECK_EMULATOR_"
 # Magic keys (documented in docs/emulator.md): any key starting with these prefixes
@@ -43,9 +43,7 @@ class EmulatorSettings:
     rate_limit_per_minute: int = field(
         default=2000, metadata={"help": "Run-creating POSTs per key per minute before 429."}
     )
-    faults: str = field(
-        default="", metadata={"help": "Global fault directives, e.g. 'drop=400%0.1;error=503%0.05'."}
-    )
+    faults: str = field(default="", metadata={"help": "Global fault directives, e.g. 'drop=400%0.1;error=503%0.05'."})
     webhook_first_retry: float = field(
         default=5.0, metadata={"help": "Seconds before the first webhook retry; doubles each time (scaled)."}
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+
 from starlette.types import Receive, Send
 
 __all__ = ["SseWriter", "frame"]
@@ -126,4 +127,3 @@ class SseWriter:
             self._watcher.cancel()
         if not self.dropped and not self._gone.is_set():
             await self._send({"type": "http.response.body", "body": b"", "more_body": False})
-

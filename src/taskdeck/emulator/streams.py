@@ -54,10 +54,8 @@ async def _inject(writer: SseWriter, run: Run, faults: dict[str, float | None]) 
             UNKNOWN_MSG_KIND, compact_json({"type": UNKNOWN_MSG_KIND, "message": text, "timestamp": stamp})
         ):
             return False
-    if "malformed" in faults:
-        if not await writer.raw('event: task_run.progress_msg.plan\ndata: {"type":"task_run.progress_msg.pl\n\n'):
-            return False
-    return True
+    malformed = 'event: task_run.progress_msg.plan\ndata: {"type":"task_run.progress_msg.pl\n\n'
+    return "malformed" not in faults or await writer.raw(malformed)
 
 
 def _history(run: Run, elapsed: float) -> list[PlannedEvent]:
@@ -117,9 +115,7 @@ def _run_state(group: Group, index: int, key: GroupEventKey) -> str:
     return compact_json(event)
 
 
-async def stream_group_events(
-    writer: SseWriter, group: Group, after: GroupEventKey | None, lifetime: float
-) -> None:
+async def stream_group_events(writer: SseWriter, group: Group, after: GroupEventKey | None, lifetime: float) -> None:
     """Serve a group's event stream from cursor ``after`` until no run is active or ``lifetime`` ends."""
     connected = time.monotonic()
     deadline = connected + lifetime
@@ -170,4 +166,3 @@ async def stream_group_runs(
         )
         if not await writer.event("task_run.state", compact_json(event)):
             return
-
