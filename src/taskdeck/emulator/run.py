@@ -197,7 +197,7 @@ def plan_run(
 ) -> Run:
     """Plan a run's whole life from the seed, its request and its directives."""
     seed_parts = (seed, processor.name, compact_json(request.get("input")), compact_json(request.get("task_spec")))
-    rng = content.make_rng(*seed_parts, run_id, "plan")
+    rng = content.make_rng(*seed_parts, "plan")
     duration = directives.value("duration")
     if duration is None:
         # Log-uniform: most runs sit toward the short end of the documented range.
