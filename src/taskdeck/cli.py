@@ -82,9 +82,10 @@ def emulator(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    where = f"http://{settings.host}:{settings.port}" if settings.port else "a free port (address below)"
     typer.echo(
-        f"Parallel Task API emulator on http://{settings.host}:{settings.port} "
-        f"(time scale {settings.time_scale:g}); set PARALLEL_BASE_URL to this address.",
+        f"Parallel Task API emulator on {where}, time scale {settings.time_scale:g}. "
+        "Point clients at it with PARALLEL_BASE_URL.",
         err=True,
     )
     run_emulator(settings, log_level=log_level)

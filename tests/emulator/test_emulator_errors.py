@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import assert_response
 
+from helpers import assert_response
 from taskdeck.emulator import BackgroundEmulator
 
 RUNS = "/v1/tasks/runs"
@@ -79,15 +79,30 @@ def test_unknown_path_is_json_404(emulator: BackgroundEmulator) -> None:
         ({"input": "", "processor": "lite"}, "input"),
         ({**GOOD, "task_spec": {"output_schema": {"type": "json", "json_schema": {"type": "array"}}}}, "json_schema"),
         (
-            {**GOOD, "task_spec": {"output_schema": {"json_schema": {"anyOf": [], "type": "object", "properties": {}}}}},
+            {
+                **GOOD,
+                "task_spec": {"output_schema": {"json_schema": {"anyOf": [], "type": "object", "properties": {}}}},
+            },
             "anyOf",
         ),
         (
-            {**GOOD, "task_spec": {"output_schema": {"json_schema": {"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}}}}}},
+            {
+                **GOOD,
+                "task_spec": {
+                    "output_schema": {
+                        "json_schema": {"type": "object", "properties": {"a": {"type": "string", "maxLength": 3}}}
+                    }
+                },
+            },
             "maxLength",
         ),
         (
-            {**GOOD, "task_spec": {"output_schema": {"json_schema": {"type": "object", "properties": {"a": {"type": "null"}}}}}},
+            {
+                **GOOD,
+                "task_spec": {
+                    "output_schema": {"json_schema": {"type": "object", "properties": {"a": {"type": "null"}}}}
+                },
+            },
             "null",
         ),
         ({**GOOD, "task_spec": {"input_schema": "x"}}, "output_schema"),

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import parse_sse, read_sse
 
+from helpers import parse_sse, read_sse
 from taskdeck.emulator import BackgroundEmulator
 from taskdeck.emulator.streams import UNKNOWN_EVENT_TYPE, UNKNOWN_MSG_KIND
 
@@ -85,12 +85,15 @@ def test_create_target_faults(emulator: BackgroundEmulator) -> None:
 
 def test_hang_sends_headers_then_nothing(emulator: BackgroundEmulator) -> None:
     run_id = create(emulator)
-    with httpx.Client(timeout=httpx.Timeout(5.0, read=0.3)) as client:
-        with client.stream("GET", events_url(emulator, run_id), headers={**KEY, "x-emulator": "hang=3"}) as resp:
-            assert resp.status_code == 200
-            with pytest.raises(httpx.ReadTimeout):
-                for _ in resp.iter_raw():
-                    pass
+    headers = {**KEY, "x-emulator": "hang=3"}
+    with (
+        httpx.Client(timeout=httpx.Timeout(5.0, read=0.3)) as client,
+        client.stream("GET", events_url(emulator, run_id), headers=headers) as resp,
+    ):
+        assert resp.status_code == 200
+        with pytest.raises(httpx.ReadTimeout):
+            for _ in resp.iter_raw():
+                pass
     started = time.monotonic()
     read = read_sse(events_url(emulator, run_id), headers={"x-emulator": "hang=0.5"})
     assert read.raw == b"" and not read.cut and time.monotonic() - started >= 0.5

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from helpers import assert_event, assert_response, read_sse
 
+from helpers import assert_event, assert_response, read_sse
 from taskdeck.emulator import BackgroundEmulator
 
 KEY = {"x-api-key": "test-key"}
@@ -28,8 +28,12 @@ def add(emu: BackgroundEmulator, gid: str, inputs: list[dict[str, Any]], **extra
 
 def test_group_lifecycle_with_default_spec(emulator: BackgroundEmulator) -> None:
     gid = new_group(emulator)
-    spec = {"output_schema": {"type": "json", "json_schema": {"type": "object", "properties": {"ceo": {"type": "string"}}}}}
-    resp = add(emulator, gid, [{"input": f"company {i}", "processor": "lite"} for i in range(3)], default_task_spec=spec)
+    spec = {
+        "output_schema": {"type": "json", "json_schema": {"type": "object", "properties": {"ceo": {"type": "string"}}}}
+    }
+    resp = add(
+        emulator, gid, [{"input": f"company {i}", "processor": "lite"} for i in range(3)], default_task_spec=spec
+    )
     assert resp.status_code == 200, resp.text
     assert_response(GROUPS + "/{taskgroup_id}/runs", "post", resp)
     body = resp.json()
@@ -114,7 +118,9 @@ def test_group_limits_and_validation(emulator: BackgroundEmulator) -> None:
     assert_response(GROUPS + "/{taskgroup_id}/runs", "post", too_many)
     assert too_many.json()["detail"][0]["loc"] == ["body", "inputs"]
     assert add(emulator, gid, [{"input": "x", "processor": "lite"}] * 1000).status_code == 200
-    bad = add(emulator, gid, [{"input": "x", "processor": "lite"}, {"processor": "lite"}, {"input": "y", "processor": "x"}])
+    bad = add(
+        emulator, gid, [{"input": "x", "processor": "lite"}, {"processor": "lite"}, {"input": "y", "processor": "x"}]
+    )
     assert bad.status_code == 422
     locs = [d["loc"] for d in bad.json()["detail"]]
     assert ["body", "inputs", 1, "input"] in locs and ["body", "inputs", 2, "processor"] in locs
@@ -128,7 +134,11 @@ def test_group_limits_and_validation(emulator: BackgroundEmulator) -> None:
 
 def test_v1beta_group_paths(emulator: BackgroundEmulator) -> None:
     gid = new_group(emulator, prefix="/v1beta")
-    resp = httpx.post(f"{emulator.url}/v1beta/tasks/groups/{gid}/runs", json={"inputs": [{"input": "x", "processor": "lite"}]}, headers=KEY)
+    resp = httpx.post(
+        f"{emulator.url}/v1beta/tasks/groups/{gid}/runs",
+        json={"inputs": [{"input": "x", "processor": "lite"}]},
+        headers=KEY,
+    )
     assert resp.status_code == 200
     assert httpx.get(f"{emulator.url}/v1beta/tasks/groups/{gid}", headers=KEY).json()["status"]["num_task_runs"] == 1
 

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from helpers import assert_event, assert_response, read_sse
 
+from helpers import assert_event, assert_response, read_sse
 from taskdeck.emulator import BackgroundEmulator
 
 KEY = {"x-api-key": "test-key"}
@@ -142,7 +142,10 @@ def test_text_result_is_markdown_with_one_output_basis(emulator: BackgroundEmula
 
 
 def test_auto_result_fills_output_schema_and_dotted_basis(emulator: BackgroundEmulator) -> None:
-    run = create_ok(emulator, {"input": "Parallel Web Systems", "processor": "lite", "task_spec": {"output_schema": {"type": "auto"}}})
+    run = create_ok(
+        emulator,
+        {"input": "Parallel Web Systems", "processor": "lite", "task_spec": {"output_schema": {"type": "auto"}}},
+    )
     out = result(emulator, run["run_id"]).json()["output"]
     assert out["type"] == "json" and isinstance(out["output_schema"], dict)
     jsonschema.validate(out["content"], out["output_schema"])
