@@ -22,7 +22,7 @@ from taskdeck.emulator.group import (
     GroupEventKey,
     format_event_id,
 )
-from taskdeck.emulator.run import PlannedEvent, Run, rfc3339
+from taskdeck.emulator.run import Planned, Run, rfc3339
 from taskdeck.emulator.sse import SseWriter
 from taskdeck.taskspec import compact_json
 
@@ -58,8 +58,8 @@ async def _inject(writer: SseWriter, run: Run, faults: dict[str, float | None]) 
     return "malformed" not in faults or await writer.raw(malformed)
 
 
-def _history(run: Run, elapsed: float) -> list[PlannedEvent]:
-    past = [m for m in run.messages if m.offset <= elapsed]
+def _history(run: Run, elapsed: float) -> list[Planned]:
+    past: list[Planned] = [m for m in run.messages if m.offset <= elapsed]
     stats = [s for s in run.stats if s.offset <= elapsed]
     if stats:
         past.append(stats[-1])  # only the latest snapshot is replayed
@@ -86,11 +86,9 @@ async def stream_run_events(writer: SseWriter, run: Run, lifetime: float, faults
         return
 
     deadline = connected + lifetime
-    upcoming = heapq.merge(
-        (m for m in run.messages if m.offset > elapsed),
-        (s for s in run.stats if s.offset > elapsed),
-        key=lambda e: e.offset,
-    )
+    future_messages: list[Planned] = [m for m in run.messages if m.offset > elapsed]
+    future_stats: list[Planned] = [s for s in run.stats if s.offset > elapsed]
+    upcoming = heapq.merge(future_messages, future_stats, key=lambda e: e.offset)
     for ev in upcoming:
         at = run.created_mono + ev.offset
         if at > deadline:

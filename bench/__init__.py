@@ -1,0 +1,1 @@
+"""Taskdeck benchmarks: ``python -m bench [name ...]`` (``make bench``) prints tables and writes JSON."""
