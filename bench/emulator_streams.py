@@ -25,10 +25,21 @@ KEY = "bench-key"
 
 @dataclass
 class Counters:
+    expected: int
     opened: int = 0
     first_event: int = 0
     events: int = 0
     errors: list[str] = field(default_factory=list)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def check(self) -> None:
+        """Set ``settled`` once every stream has either delivered its first event or failed."""
+        if self.first_event + len(self.errors) >= self.expected:
+            self.settled.set()
+
+    def fail(self, why: str) -> None:
+        self.errors.append(why)
+        self.check()
 
 
 async def _hold(
@@ -41,11 +52,11 @@ async def _hold(
             writer.write(request.encode())
             head = await reader.readuntil(b"\r\n\r\n")
         except (OSError, asyncio.IncompleteReadError) as exc:
-            counters.errors.append(type(exc).__name__)
+            counters.fail(type(exc).__name__)
             return
         status = int(head.split(b" ", 2)[1])
         if status != 200:
-            counters.errors.append(f"HTTP {status}")
+            counters.fail(f"HTTP {status}")
             writer.close()
             return
         counters.opened += 1
@@ -63,7 +74,7 @@ async def _hold(
                 break
             data = read.result()
             if not data:
-                counters.errors.append("closed early")
+                counters.fail("closed early")
                 break
             buf = tail + data
             n = buf.count(b"event: ")
@@ -71,6 +82,7 @@ async def _hold(
             if n and not seen_first:
                 seen_first = True
                 counters.first_event += 1
+                counters.check()
             counters.events += n
     finally:
         writer.close()
@@ -102,7 +114,7 @@ async def measure(emu: EmulatorProcess, n: int, hold: float, duration: float) ->
     rss_start = emu.ps.memory_info().rss
     run_ids = await _create_runs(emu.url, n, duration)
     rss_runs = emu.ps.memory_info().rss
-    counters = Counters()
+    counters = Counters(expected=len(run_ids))
     stop = asyncio.Event()
     gate = asyncio.Semaphore(256)  # connects in flight at once; the rest queue here
     t0 = time.monotonic()
@@ -110,8 +122,7 @@ async def measure(emu: EmulatorProcess, n: int, hold: float, duration: float) ->
         asyncio.create_task(_hold(host, int(port), f"/v1/tasks/runs/{rid}/events", counters, stop, gate))
         for rid in run_ids
     ]
-    while counters.first_event + len(counters.errors) < n and time.monotonic() - t0 < 300:
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(counters.settled.wait(), timeout=300)
     open_seconds = time.monotonic() - t0
     ps = emu.ps
     cpu0 = sum(ps.cpu_times()[:2])
