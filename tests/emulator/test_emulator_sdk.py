@@ -135,3 +135,20 @@ async def test_sdk_task_group_end_to_end(emulator: BackgroundEmulator) -> None:
         assert len(outputs) == 5 and all(e.output is not None for e in outputs)
         one = await client.task_group.retrieve_run(added.run_ids[0], task_group_id=group.task_group_id)
         assert one.status == "completed" and one.task_group_id == group.task_group_id
+
+
+async def test_sdk_completes_every_processor_in_every_mode(make_emulator: Any) -> None:
+    """All 18 processors x 3 output modes, at a time scale where ultra8x lasts at most 3.6 s."""
+    from taskdeck.processors import processor_names
+
+    emu = make_emulator(time_scale=0.0005)
+    async with AsyncParallel(api_key="sdk-key", base_url=emu.url) as client:
+
+        async def one(processor: str, mode: str) -> str:
+            run = await client.task_run.create(input=f"{processor} {mode}", processor=processor, task_spec=MODES[mode])
+            result = await client.task_run.result(run.run_id, api_timeout=30)
+            assert result.run.status == "completed" and result.run.processor == processor
+            return result.output.type
+
+        kinds = await asyncio.gather(*(one(p, m) for p in processor_names() for m in MODES))
+    assert kinds.count("text") == 18 and kinds.count("json") == 36
