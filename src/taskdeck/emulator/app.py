@@ -507,6 +507,7 @@ async def emulator_run(request: Request) -> Response:
             "events_enabled": run.events_enabled,
             "directives": run.directives.source,
             "timeline": run.timeline(),
+            "sent_events": None if run.sent is None else [{"type": t, "data": d} for t, d in run.sent],
         }
     )
 

@@ -91,6 +91,7 @@ class Run:
     directives: Directives
     seed_parts: tuple[object, ...]
     taskgroup_id: str | None = None
+    sent: dict[tuple[str, str], None] | None = None  # distinct (type, data) sent, when recording
     error_ref: str = field(default_factory=lambda: str(uuid.uuid4()))
     _output: dict[str, Any] | None = None
 

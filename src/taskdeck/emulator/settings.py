@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from taskdeck.config import describe_fields, load_env
 from taskdeck.emulator.directives import parse_directives
 
 __all__ = ["ENV_PREFIX", "INVALID_KEY_PREFIX", "NO_CREDIT_KEY_PREFIX", "EmulatorSettings"]
@@ -44,6 +44,10 @@ class EmulatorSettings:
         default=2000, metadata={"help": "Run-creating POSTs per key per minute before 429."}
     )
     faults: str = field(default="", metadata={"help": "Global fault directives, e.g. 'drop=400%0.1;error=503%0.05'."})
+    record_sent: bool = field(
+        default=False,
+        metadata={"help": "Keep every distinct event sent per run, for /_emulator/runs/{id} (tests)."},
+    )
     webhook_first_retry: float = field(
         default=5.0, metadata={"help": "Seconds before the first webhook retry; doubles each time (scaled)."}
     )
@@ -74,35 +78,9 @@ class EmulatorSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EmulatorSettings:
         """Settings from ``TASKDECK_EMULATOR_<NAME>`` variables, defaults elsewhere."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is None:
-                continue
-            values[f.name] = _coerce(f.name, f.default, raw)
-        return cls(**values)
+        return cls(**load_env(cls, ENV_PREFIX, environ))
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
         """(env var, default, help) rows for the README's configuration table."""
-        rows = []
-        for f in fields(cls):
-            default = ",".join(f.default) if isinstance(f.default, tuple) else str(f.default)
-            rows.append((ENV_PREFIX + f.name.upper(), default, str(f.metadata.get("help", ""))))
-        return rows
-
-
-def _coerce(name: str, default: Any, raw: str) -> Any:
-    try:
-        if isinstance(default, tuple):
-            return tuple(k.strip() for k in raw.split(",") if k.strip())
-        if isinstance(default, bool):
-            return raw.strip().lower() in ("1", "true", "yes", "on")
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError:
-        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type(default).__name__}") from None
-    return raw
+        return describe_fields(cls, ENV_PREFIX)

@@ -127,6 +127,8 @@ class EmulatorState:
             time_scale=self.settings.time_scale,
             taskgroup_id=taskgroup_id,
         )
+        if self.settings.record_sent:
+            run.sent = {}
         self.runs[run.run_id] = run
         self.webhooks.schedule(run)
         return run

@@ -38,20 +38,30 @@ UNKNOWN_EVENT_TYPE = "task_run.emulator_diagnostic"
 UNKNOWN_MSG_KIND = "task_run.progress_msg.tool"  # the guide's sample kind, absent from the spec's enum
 
 
+async def _emit(writer: SseWriter, run: Run, event_type: str, data: str) -> bool:
+    """Send one run event, and remember it when the emulator records what it sent."""
+    ok = await writer.event(event_type, data)
+    if ok and run.sent is not None:
+        run.sent[(event_type, data)] = None
+    return ok
+
+
 async def _inject(writer: SseWriter, run: Run, faults: dict[str, float | None]) -> bool:
     """Extra events right after the leading state: unknown types, then a malformed line."""
     if "unknown" in faults:
         # Stable content (stamped with the run's creation time) so a client sees the
         # same unknown events on every connection and can de-duplicate them.
         stamp = rfc3339(run.created_wall)
-        if not await writer.event(
+        if not await _emit(
+            writer,
+            run,
             UNKNOWN_EVENT_TYPE,
             compact_json({"type": UNKNOWN_EVENT_TYPE, "note": "an event type clients do not know", "at": stamp}),
         ):
             return False
         text = "Calling a tool through a message kind clients do not know"
-        if not await writer.event(
-            UNKNOWN_MSG_KIND, compact_json({"type": UNKNOWN_MSG_KIND, "message": text, "timestamp": stamp})
+        if not await _emit(
+            writer, run, UNKNOWN_MSG_KIND, compact_json({"type": UNKNOWN_MSG_KIND, "message": text, "timestamp": stamp})
         ):
             return False
     malformed = 'event: task_run.progress_msg.plan\ndata: {"type":"task_run.progress_msg.pl\n\n'
@@ -74,15 +84,15 @@ async def stream_run_events(writer: SseWriter, run: Run, lifetime: float, faults
         return
     elapsed = run.elapsed(connected)
     leading = run.state_event(elapsed)
-    if not await writer.event("task_run.state", compact_json(leading)):
+    if not await _emit(writer, run, "task_run.state", compact_json(leading)):
         return
     if not await _inject(writer, run, faults):
         return
     for ev in _history(run, elapsed):
-        if not await writer.event(ev.type, ev.data):
+        if not await _emit(writer, run, ev.type, ev.data):
             return
     if run.is_done(elapsed):
-        await writer.event("task_run.state", compact_json(run.state_event(run.ends_at)))
+        await _emit(writer, run, "task_run.state", compact_json(run.state_event(run.ends_at)))
         return
 
     deadline = connected + lifetime
@@ -93,14 +103,14 @@ async def stream_run_events(writer: SseWriter, run: Run, lifetime: float, faults
         at = run.created_mono + ev.offset
         if at > deadline:
             break
-        if not await writer.sleep_until(at) or not await writer.event(ev.type, ev.data):
+        if not await writer.sleep_until(at) or not await _emit(writer, run, ev.type, ev.data):
             return
     end = run.created_mono + run.ends_at
     if end > deadline:
         await writer.sleep_until(deadline)  # lifetime over: the server closes the stream
         return
     if await writer.sleep_until(end):
-        await writer.event("task_run.state", compact_json(run.state_event(run.ends_at)))
+        await _emit(writer, run, "task_run.state", compact_json(run.state_event(run.ends_at)))
 
 
 def _status_event(group: Group, key: GroupEventKey) -> str:

@@ -1,0 +1,165 @@
+"""Taskdeck's settings: one frozen table, filled from ``TASKDECK_*`` variables and CLI flags.
+
+Secrets (fields marked ``secret``) never leave this module in clear: ``redacted()``
+is what pages, logs and ``/-/settings.json`` show.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Self
+
+__all__ = ["ENV_PREFIX", "Settings", "default_db_path", "describe_fields", "load_env"]
+
+ENV_PREFIX = "TASKDECK_"
+REDACTED = "***"
+
+
+def default_db_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/taskdeck/taskdeck.db`` (``~/.local/share/...`` when unset)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "taskdeck" / "taskdeck.db"
+
+
+def _coerce(env_name: str, default: Any, raw: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError
+        if isinstance(default, tuple):
+            return tuple(k.strip() for k in raw.split(",") if k.strip())
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw).expanduser()
+    except ValueError:
+        raise ValueError(f"{env_name}={raw!r} is not a valid {type(default).__name__}") from None
+    return raw
+
+
+def load_env(cls: type[Any], prefix: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Values for ``cls``'s fields from ``<prefix><FIELD>`` variables that are set."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        name = prefix + f.name.upper()
+        raw = env.get(name)
+        if raw is not None:
+            values[f.name] = _coerce(name, _default(f), raw)
+    return values
+
+
+def _default(f: Field[Any]) -> Any:
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def describe_fields(cls: type[Any], prefix: str) -> list[tuple[str, str, str]]:
+    """(variable, default, help) rows for documentation tables."""
+    rows = []
+    for f in fields(cls):
+        default = _default(f)
+        text = ",".join(default) if isinstance(default, tuple) else str(default)
+        if "doc_default" in f.metadata:
+            text = str(f.metadata["doc_default"])
+        elif f.metadata.get("secret"):
+            text = "(generated)" if default is None else REDACTED
+        elif default is None:
+            text = ""
+        rows.append((prefix + f.name.upper(), text, str(f.metadata.get("help", ""))))
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything that shapes a Taskdeck process. Durations are in seconds."""
+
+    db_path: Path = field(
+        default_factory=default_db_path,
+        metadata={"help": "SQLite database file.", "doc_default": "$XDG_DATA_HOME/taskdeck/taskdeck.db"},
+    )
+    secret_key: str | None = field(
+        default=None,
+        metadata={
+            "secret": True,
+            "help": "Server secret that encrypts stored API keys; default: generated once into a 0600 file "
+            "beside the database.",
+        },
+    )
+    parallel_base_url: str = field(
+        default="",
+        metadata={"help": "Parallel API base URL; default: $PARALLEL_BASE_URL, else https://api.parallel.ai."},
+    )
+    http_transport: str = field(default="httpx", metadata={"help": "SDK transport: httpx or aiohttp."})
+    rate_limit_per_minute: int = field(default=2000, metadata={"help": "Upstream requests per API key per minute."})
+    rate_limit_scope: str = field(
+        default="all", metadata={"help": "What the rate budget counts: 'all' requests or only run 'creates'."}
+    )
+    lease_ttl: float = field(default=30.0, metadata={"help": "Seconds a run's lease lasts without a heartbeat."})
+    heartbeat_interval: float = field(default=10.0, metadata={"help": "Seconds between lease heartbeats."})
+    stream_read_timeout: float = field(
+        default=180.0, metadata={"help": "Reopen a run's event stream after this many silent seconds."}
+    )
+    status_poll_after: float = field(
+        default=300.0, metadata={"help": "GET a run when no stream reported its status for this long."}
+    )
+    stream_failures_before_polling: int = field(
+        default=5, metadata={"help": "Consecutive stream failures before falling back to polling."}
+    )
+    poll_interval: float = field(default=15.0, metadata={"help": "Seconds between polls in polling mode."})
+    result_wait: float = field(default=30.0, metadata={"help": "Seconds of /result long-poll in polling mode."})
+    backoff_base: float = field(default=0.5, metadata={"help": "First retry delay; doubles per failure, with jitter."})
+    backoff_max: float = field(default=60.0, metadata={"help": "Longest retry delay."})
+    write_batch: int = field(default=5000, metadata={"help": "Most writes committed in one transaction."})
+
+    @property
+    def base_url(self) -> str:
+        """The upstream base URL actually used."""
+        return self.parallel_base_url or os.environ.get("PARALLEL_BASE_URL") or "https://api.parallel.ai"
+
+    def with_overrides(self, **changes: Any) -> Self:
+        """A copy with the non-None ``changes`` applied (CLI flags override env)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def validate(self) -> None:
+        """Raise ValueError naming the setting when a value makes no sense."""
+        if self.http_transport not in ("httpx", "aiohttp"):
+            raise ValueError("http_transport must be 'httpx' or 'aiohttp'")
+        if self.rate_limit_scope not in ("all", "creates"):
+            raise ValueError("rate_limit_scope must be 'all' or 'creates'")
+        if self.rate_limit_per_minute < 1:
+            raise ValueError("rate_limit_per_minute must be at least 1")
+        if self.heartbeat_interval >= self.lease_ttl:
+            raise ValueError("heartbeat_interval must be shorter than lease_ttl")
+        for name in ("stream_read_timeout", "status_poll_after", "poll_interval", "backoff_base", "backoff_max"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be greater than 0")
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting as JSON-ready values, secrets replaced by ``***``."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret"):
+                value = REDACTED if value else None
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        out["base_url"] = self.base_url
+        return out
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        return cls(**load_env(cls, ENV_PREFIX, environ))
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        return describe_fields(cls, ENV_PREFIX)

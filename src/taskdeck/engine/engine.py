@@ -1,0 +1,320 @@
+"""The engine: owns the store, the writer, the rate budget and every run follower of this process.
+
+A heartbeat loop renews this process's leases, claims followed tasks nobody
+holds (a crashed process's expire), turns tasks stuck in ``submitting`` with an
+expired lease into ``submit_unknown``, and GETs runs whose status no stream has
+reported for a while. ``submit``, ``track`` and ``resubmit`` lease their task
+at once and start following it without waiting for a heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from typing import Any
+
+from taskdeck.config import Settings
+from taskdeck.engine.feed import Feed
+from taskdeck.engine.follower import Follower
+from taskdeck.engine.ratelimit import RateBudget
+from taskdeck.engine.writer import Writer
+from taskdeck.models import ACTIVE_UPSTREAM, Origin, Task, TaskStatus, new_task_id
+from taskdeck.processors import get_processor
+from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, PutKey, Store
+from taskdeck.store.sqlite import SqliteStore
+from taskdeck.taskspec import check_run_input
+from taskdeck.upstream.client import Upstream, UpstreamError
+from taskdeck.vault import KeyVault
+
+__all__ = ["Engine", "EngineError"]
+
+log = logging.getLogger("taskdeck.engine")
+SUBMIT_UNKNOWN_MESSAGE = (
+    "Taskdeck stopped while creating this run, so it cannot tell whether Parallel created it "
+    "(and bills for it). Check your Parallel usage, then resubmit if no run exists."
+)
+
+
+class EngineError(Exception):
+    """A request the engine refuses; ``status`` is the HTTP status that fits, ``problems`` the details."""
+
+    def __init__(self, status: int, message: str, problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = problems or []
+
+
+class Engine:
+    """Follows every run it holds a lease on; one per process."""
+
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+        settings.validate()
+        self.settings = settings
+        self.store: Store = store if store is not None else SqliteStore(settings.db_path)
+        self.vault = KeyVault.open(settings.secret_key, settings.db_path)
+        self.feed = Feed()
+        self.writer = Writer(self.store, self.feed, batch=settings.write_batch)
+        self.budget = RateBudget(settings.rate_limit_per_minute, settings.rate_limit_scope)
+        self.upstream = Upstream(settings.base_url, self.budget, transport=settings.http_transport)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.followers: dict[str, Follower] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._keys: dict[str, str] = {}
+        self._tick: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        """Start writing, mark stale submissions, and claim every followed task nobody holds."""
+        self.writer.start()
+        await self._heartbeat()
+        self._tick = asyncio.create_task(self._tick_loop(), name="taskdeck-heartbeat")
+        self._started = True
+
+    async def stop(self, grace: float = 8.0) -> None:
+        """Close streams, flush writes, release leases. Bounded by ``grace`` seconds."""
+        if self._tick is not None:
+            self._tick.cancel()
+        for follower in self.followers.values():
+            follower.stop()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace / 2)
+        await asyncio.wait_for(self.writer.drain(), timeout=grace / 2)
+        held = list(self.followers)
+        if held:
+            await asyncio.to_thread(self.store.release, self.holder, held)
+        await self.writer.close()
+        await self.upstream.close()
+        self.store.close()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                await self._heartbeat()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _heartbeat(self) -> None:
+        now = time.time()
+        ttl = self.settings.lease_ttl
+        if self.followers:
+            held = await asyncio.to_thread(self.store.renew, self.holder, list(self.followers), now + ttl)
+            for task_id in list(self.followers):
+                if task_id not in held:
+                    log.warning("lost the lease of %s; another process follows it now", task_id)
+                    self._drop(task_id)
+        await asyncio.to_thread(self.store.expire_submitting, now, SUBMIT_UNKNOWN_MESSAGE)
+        claimed = await asyncio.to_thread(self.store.claim, self.holder, now, ttl, 1_000_000)
+        for task in claimed:
+            await self._start_follower(task)
+        stale = time.monotonic() - self.settings.status_poll_after
+        for follower in list(self.followers.values()):
+            if follower.status == TaskStatus.QUEUED and not follower.polling and follower.last_status_at < stale:
+                check = asyncio.create_task(follower.check_status())
+                self._checks.add(check)
+                check.add_done_callback(self._checks.discard)
+
+    # -- followers ---------------------------------------------------------------
+    async def _api_key(self, owner: str) -> str | None:
+        key = self._keys.get(owner)
+        if key is None:
+            token = await asyncio.to_thread(self.store.get_key, owner)
+            if token is None:
+                return None
+            key = self._keys[owner] = self.vault.decrypt(token)
+        return key
+
+    async def _start_follower(self, task: Task) -> None:
+        if task.id in self.followers:
+            return
+        key = await self._api_key(task.owner)
+        if key is None:
+            log.error("task %s has no stored API key; it cannot be followed", task.id)
+            return
+        follower = Follower(self, task, key)
+        self.followers[task.id] = follower
+        self._tasks[task.id] = asyncio.create_task(self._run_follower(follower), name=f"follow-{task.id}")
+
+    async def _run_follower(self, follower: Follower) -> None:
+        task_id = follower.task.id
+        try:
+            await follower.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("follower of %s crashed; its lease will expire and it will be retried", task_id)
+            self.followers.pop(task_id, None)
+            self._tasks.pop(task_id, None)
+            return
+        self.followers.pop(task_id, None)
+        self._tasks.pop(task_id, None)
+        if follower.status.is_terminal:
+            await asyncio.to_thread(self.store.release, self.holder, [task_id])
+
+    def _drop(self, task_id: str) -> None:
+        follower = self.followers.pop(task_id, None)
+        if follower is not None:
+            follower.stop()
+        task = self._tasks.pop(task_id, None)
+        if task is not None:
+            task.cancel()
+
+    # -- actions -------------------------------------------------------------------
+    async def remember_key(self, api_key: str) -> str:
+        """Store the key encrypted; return its owner hash."""
+        if not api_key or not api_key.strip():
+            raise EngineError(401, "An API key is required.")
+        owner = self.vault.owner(api_key)
+        self._keys[owner] = api_key
+        last4 = api_key[-4:] if len(api_key) > 4 else ""
+        await self.writer.commit([PutKey(owner, self.vault.encrypt(api_key), last4, time.time())])
+        return owner
+
+    async def submit(self, api_key: str, request: dict[str, Any], *, follow_up_of: str | None = None) -> Task:
+        """Store a new task and start submitting it. Raises EngineError (422) for a bad request."""
+        owner = self.vault.owner(api_key)
+        request = dict(request)
+        if follow_up_of is not None:
+            parent = await asyncio.to_thread(self.store.get_task, follow_up_of)
+            if parent is None or parent.owner != owner:
+                raise EngineError(404, f"follow_up_of: no task {follow_up_of!r} for this API key")
+            if not parent.interaction_id:
+                raise EngineError(422, "follow_up_of: that task has no interaction id yet (not submitted)")
+            request["previous_interaction_id"] = parent.interaction_id
+        check = check_run_input(request)
+        if not check.ok:
+            raise EngineError(
+                422,
+                "; ".join(str(p) for p in check.problems),
+                [{"loc": list(p.loc), "msg": p.message, "type": p.kind} for p in check.problems],
+            )
+        processor = get_processor(request["processor"])
+        if processor is None:
+            raise EngineError(422, f"processor: unknown processor {request['processor']!r}")
+        if request.get("enable_events") is None:
+            request["enable_events"] = True  # we follow live; events cost nothing extra
+        await self.remember_key(api_key)
+        now = time.time()
+        task = Task(
+            id=new_task_id(),
+            owner=owner,
+            processor=processor.name,
+            request=request,
+            status=TaskStatus.PENDING,
+            created_at=now,
+            cost_usd=processor.usd_per_run,
+            follow_up_of=follow_up_of,
+            lease_owner=self.holder,
+            lease_expires=now + self.settings.lease_ttl,
+        )
+        await self.writer.commit([InsertTask(task), self._own(task, "created")], owner)
+        await self._start_follower(task)
+        return task
+
+    async def track(self, api_key: str, run_id: str) -> Task:
+        """Adopt a run created elsewhere and follow it from its current state."""
+        owner = await self.remember_key(api_key)
+        existing = await asyncio.to_thread(self.store.get_task_by_run, run_id)
+        if existing is not None:
+            if existing.owner != owner:
+                raise EngineError(404, f"run_id: {run_id!r} is not a run of this API key")
+            return existing
+        try:
+            run = await self.upstream.retrieve(owner, api_key, run_id)
+            sent = await self.upstream.retrieve_input(owner, api_key, run_id)
+        except UpstreamError as err:
+            code = 404 if err.status in (401, 403, 404) else 502
+            raise EngineError(code, f"run_id: Parallel answered {err}") from err
+        processor = get_processor(str(run.get("processor")))
+        upstream_status = str(run.get("status"))
+        # A finished run is followed once too: its stream replays the trace and the output.
+        status = TaskStatus(upstream_status) if upstream_status in ACTIVE_UPSTREAM else TaskStatus.RUNNING
+        now = time.time()
+        task = Task(
+            id=new_task_id(),
+            owner=owner,
+            processor=str(run.get("processor")),
+            request=sent or {"input": None, "processor": run.get("processor")},
+            status=status,
+            created_at=now,
+            run_id=run_id,
+            interaction_id=run.get("interaction_id"),
+            upstream_status=upstream_status,
+            warnings=run.get("warnings"),
+            cost_usd=processor.usd_per_run if processor else None,
+            submitted_at=now,
+            lease_owner=self.holder,
+            lease_expires=now + self.settings.lease_ttl,
+        )
+        await self.writer.commit([InsertTask(task), self._own(task, "adopted", run_id=run_id)], owner)
+        await self._start_follower(task)
+        return task
+
+    async def resubmit(self, api_key: str, task_id: str) -> Task:
+        """Send a ``submit_unknown``, ``rejected`` or ``failed`` task again, as a fresh run."""
+        owner = self.vault.owner(api_key)
+        task = await asyncio.to_thread(self.store.get_task, task_id)
+        if task is None or task.owner != owner:
+            raise EngineError(404, f"no task {task_id!r} for this API key")
+        if not task.status.can_resubmit:
+            raise EngineError(409, f"a {task.status.value} task cannot be resubmitted")
+        await self.remember_key(api_key)
+        now = time.time()
+        changes = {
+            "status": TaskStatus.PENDING.value,
+            "run_id": None,
+            "interaction_id": None,
+            "upstream_status": None,
+            "error": None,
+            "output": None,
+            "message": None,
+            "completed_at": None,
+            "lease_owner": self.holder,
+            "lease_expires": now + self.settings.lease_ttl,
+        }
+        guard = (TaskStatus.SUBMIT_UNKNOWN, TaskStatus.REJECTED, TaskStatus.FAILED)
+        await self.writer.commit(
+            [
+                PatchTask(task.id, changes, only_if_status=guard),
+                self._own(task, "resubmitted", previous_run=task.run_id),
+            ],
+            owner,
+        )
+        fresh = await asyncio.to_thread(self.store.get_task, task.id)
+        if fresh is None or fresh.status != TaskStatus.PENDING or fresh.lease_owner != self.holder:
+            raise EngineError(409, "the task changed meanwhile; reload it")
+        await self._start_follower(fresh)
+        return fresh
+
+    @staticmethod
+    def _own(task: Task, kind: str, **data: Any) -> AppendEvent:
+        return AppendEvent(
+            task_id=task.id,
+            type=f"taskdeck.{kind}",
+            origin=Origin.TASKDECK,
+            data=json.dumps(data, separators=(",", ":")),
+            received_at=time.time(),
+            owner=task.owner,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for health pages and benchmarks."""
+        return {
+            "holder": self.holder,
+            "followers": len(self.followers),
+            "polling": sum(1 for f in self.followers.values() if f.polling),
+            "upstream_requests": self.upstream.requests,
+            "writer_commits": self.writer.commits,
+            "writes": self.writer.written,
+        }

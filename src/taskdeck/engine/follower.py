@@ -1,0 +1,436 @@
+"""One run's supervisor: submit it if needed, then follow its events to the end.
+
+A follower exists only while its process holds the task's lease, so a run has
+at most one follower anywhere. It keeps the event stream open, reopening it at
+once when it ends without a terminal state (the 570 s close, a drop), backing
+off on errors, and falling back to polling (``GET`` + ``/result`` long-poll)
+after repeated stream failures, trying the stream again after each poll.
+
+De-duplication (contract §8: streams replay history on every connect):
+``progress_msg.*`` by (type, timestamp, message); ``task_run.state`` by
+(status, modified_at); ``progress_stats`` only when it differs from the latest
+snapshot; anything else by its exact text. The keys already stored are loaded
+when the follower starts, so a restart stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from taskdeck.config import Settings
+from taskdeck.models import ACTIVE_UPSTREAM, Origin, Task, TaskStatus
+from taskdeck.store.base import AppendEvent, PatchTask, Write
+from taskdeck.upstream.client import UpstreamError, betas_for
+from taskdeck.upstream.sse import SseMessage
+
+if TYPE_CHECKING:
+    from taskdeck.engine.engine import Engine
+
+__all__ = ["Follower", "dedup_key"]
+
+log = logging.getLogger("taskdeck.follower")
+REJECT_STATUSES = (400, 401, 402, 403, 404, 422)
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha1("\x1f".join(parts).encode(), usedforsecurity=False).hexdigest()
+
+
+def dedup_key(message: SseMessage) -> str:
+    """The key under which an upstream event is stored once."""
+    payload = message.payload
+    kind = message.type
+    if payload is None:
+        return "raw:" + _digest(message.event or "", message.data)
+    if kind == "task_run.state":
+        run = payload.get("run") or {}
+        return f"state:{run.get('status')}:{run.get('modified_at')}"
+    if kind.startswith("task_run.progress_msg."):
+        return "msg:" + _digest(kind, str(payload.get("timestamp")), str(payload.get("message")))
+    return "data:" + _digest(kind, message.data)
+
+
+class Outcome(Enum):
+    TERMINAL = "terminal"  # the run ended; the follower is done
+    ENDED = "ended"  # the server closed the stream (lifetime) with no terminal state
+    DROPPED = "dropped"  # the connection broke mid-stream
+    SILENT = "silent"  # nothing arrived within the read timeout
+    FAILED = "failed"  # the stream could not be opened
+
+
+@dataclass
+class StreamResult:
+    outcome: Outcome
+    progressed: bool = False  # at least one new event was stored
+    error: UpstreamError | None = None
+
+
+class Follower:
+    """Supervises one task while this process holds its lease."""
+
+    def __init__(self, engine: Engine, task: Task, api_key: str) -> None:
+        self.engine = engine
+        self.task = task
+        self.api_key = api_key
+        self.status = task.status
+        self.seen: set[str] = set()
+        self.latest_stats: str | None = None if task.progress is None else _compact(task.progress)
+        self.last_status_at = time.monotonic()
+        self.first_event_at = task.first_event_at
+        self.failures = 0
+        self.polling = False
+        self._stop = asyncio.Event()
+
+    # -- plumbing ----------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self.engine.settings
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep unless asked to stop; True when the full time passed."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    def _own(self, kind: str, **data: Any) -> AppendEvent:
+        return AppendEvent(
+            task_id=self.task.id,
+            type=f"taskdeck.{kind}",
+            origin=Origin.TASKDECK,
+            data=_compact(data),
+            received_at=time.time(),
+            owner=self.task.owner,
+        )
+
+    async def _put(self, *writes: Write) -> None:
+        for write in writes:
+            await self.engine.writer.put(write, self.task.owner)
+
+    async def _commit(self, *writes: Write) -> None:
+        await self.engine.writer.commit(list(writes), self.task.owner)
+
+    def _patch(self, **changes: Any) -> PatchTask:
+        return PatchTask(self.task.id, changes)
+
+    def _backoff(self, retry_after: float | None) -> float:
+        s = self.settings
+        delay: float = min(s.backoff_max, s.backoff_base * 2.0 ** max(0, self.failures - 1))
+        return max(delay * random.uniform(0.5, 1.0), retry_after or 0.0)
+
+    # -- entry -------------------------------------------------------------------
+    async def run(self) -> None:
+        if self.status == TaskStatus.PENDING and not await self._submit():
+            return
+        self.seen = await asyncio.to_thread(self.engine.store.dedup_keys, self.task.id)
+        await self._follow()
+
+    # -- submit ------------------------------------------------------------------
+    async def _submit(self) -> bool:
+        """Create the run upstream; False when it was rejected (or we were stopped)."""
+        await self._commit(self._patch(status=TaskStatus.SUBMITTING.value))
+        self.status = TaskStatus.SUBMITTING
+        request = dict(self.task.request)
+        while True:
+            try:
+                run = await self.engine.upstream.create_run(self.task.owner, self.api_key, request)
+                break
+            except UpstreamError as err:
+                if err.status in REJECT_STATUSES or not err.retryable:
+                    await self._commit(
+                        self._own("rejected", status=err.status, message=err.message),
+                        self._patch(
+                            status=TaskStatus.REJECTED.value,
+                            error={"status": err.status, "message": err.message},
+                            message=f"Parallel refused the run ({err.status}): {err.message}",
+                            completed_at=time.time(),
+                        ),
+                    )
+                    self.status = TaskStatus.REJECTED
+                    return False
+                self.failures += 1
+                delay = self._backoff(err.retry_after)
+                await self._put(self._own("retry_scheduled", action="create", error=str(err), delay=round(delay, 3)))
+                if not await self._pause(delay):
+                    return False
+        self.failures = 0
+        status = _our_status(run.get("status"))
+        now = time.time()
+        self.task = replace(self.task, run_id=run["run_id"])
+        await self._commit(
+            self._own("submitted", run_id=run["run_id"]),
+            self._patch(
+                run_id=run["run_id"],
+                interaction_id=run.get("interaction_id"),
+                status=status.value,
+                upstream_status=run.get("status"),
+                warnings=run.get("warnings"),
+                submitted_at=now,
+            ),
+        )
+        self.status = status
+        self.last_status_at = time.monotonic()
+        return True
+
+    # -- follow ------------------------------------------------------------------
+    async def _follow(self) -> None:
+        s = self.settings
+        while not self._stop.is_set():
+            if self.polling:
+                if await self._poll_once():
+                    return
+                # Try the stream again after every poll; one failure sends us back to polling.
+                result = await self._stream_once()
+                if result.outcome is Outcome.TERMINAL:
+                    return
+                if result.outcome is not Outcome.FAILED:
+                    self.polling = False
+                    self.failures = 0
+                    await self._put(self._own("streaming_resumed"))
+                elif not await self._pause(s.poll_interval):
+                    return
+                continue
+            result = await self._stream_once()
+            if result.outcome is Outcome.TERMINAL:
+                return
+            if result.outcome is Outcome.ENDED:
+                self.failures = 0
+                continue  # the 570 s close: reopen at once
+            if result.progressed and result.outcome is not Outcome.FAILED:
+                self.failures = 1  # a drop after progress: reopen at once, but remember it
+                continue
+            self.failures += 1
+            if result.error is not None and result.error.status == 404:
+                await self._end_lost(result.error)
+                return
+            if self.failures >= s.stream_failures_before_polling:
+                self.polling = True
+                await self._put(self._own("polling", reason=f"{self.failures} stream failures in a row"))
+                continue
+            delay = self._backoff(result.error.retry_after if result.error else None)
+            await self._put(
+                self._own("retry_scheduled", action="stream", reason=result.outcome.value, delay=round(delay, 3))
+            )
+            if not await self._pause(delay):
+                return
+
+    async def _stream_once(self) -> StreamResult:
+        run_id = self.task.run_id
+        assert run_id is not None
+        progressed = False
+        # A connection to an ended run starts with the terminal state, then replays the
+        # history: keep reading to the end of the stream before finishing.
+        ended: dict[str, Any] | None = None
+        try:
+            async with self.engine.upstream.events(
+                self.task.owner, self.api_key, run_id, self.settings.stream_read_timeout
+            ) as messages:
+                await self._put(self._own("stream_connected"))
+                first = True
+                try:
+                    async for message in messages:
+                        event, changes, terminal = self._absorb(message)
+                        progressed = progressed or event is not None
+                        if terminal is not None and not first:
+                            await self._finish(terminal, event)
+                            return StreamResult(Outcome.TERMINAL, progressed)
+                        if terminal is not None:
+                            ended = terminal
+                        first = False
+                        await self._put(*([event] if event else []), *([self._patch(**changes)] if changes else []))
+                except Exception as exc:
+                    outcome = Outcome.SILENT if "Timeout" in type(exc).__name__ else Outcome.DROPPED
+                    await self._put(self._own("stream_closed", reason=outcome.value, error=type(exc).__name__))
+                    return StreamResult(outcome, progressed)
+        except UpstreamError as err:
+            await self._put(self._own("stream_closed", reason="failed", error=str(err)))
+            return StreamResult(Outcome.FAILED, progressed, err)
+        await self._put(self._own("stream_closed", reason="ended"))
+        if ended is not None:
+            await self._finish(ended, None)
+            return StreamResult(Outcome.TERMINAL, progressed)
+        return StreamResult(Outcome.ENDED, progressed)
+
+    def _absorb(self, message: SseMessage) -> tuple[AppendEvent | None, dict[str, Any], dict[str, Any] | None]:
+        """What one upstream message means: the event to store (None when already stored),
+        task changes, and the state payload when the run ended."""
+        payload = message.payload
+        kind = message.type
+        if kind == "task_run.progress_stats" and message.data == self.latest_stats:
+            return None, {}, None
+        terminal: dict[str, Any] | None = None
+        changes: dict[str, Any] = {}
+        if kind == "task_run.state" and payload is not None:
+            run = payload.get("run") or {}
+            self.last_status_at = time.monotonic()
+            if run.get("status") not in ACTIVE_UPSTREAM:
+                terminal = payload
+            else:
+                status = _our_status(run.get("status"))
+                if status != self.status:
+                    changes.update(status=status.value, upstream_status=run.get("status"))
+                    self.status = status
+                if run.get("warnings"):
+                    changes["warnings"] = run["warnings"]
+        elif kind.startswith("task_run.progress_msg.") and self.status == TaskStatus.QUEUED:
+            # Progress means it runs, though queued -> running is not always pushed.
+            changes.update(status=TaskStatus.RUNNING.value, upstream_status="running")
+            self.status = TaskStatus.RUNNING
+        elif kind == "task_run.progress_stats" and payload is not None:
+            self.latest_stats = message.data
+            changes.update(progress=payload, progress_meter=payload.get("progress_meter"))
+        key = dedup_key(message)
+        if key in self.seen:
+            return None, changes, terminal
+        self.seen.add(key)
+        now = time.time()
+        event = AppendEvent(
+            task_id=self.task.id,
+            type=kind if payload is not None else "taskdeck.malformed_event",
+            origin=Origin.UPSTREAM if payload is not None else Origin.TASKDECK,
+            data=message.data if payload is not None else _compact({"event": message.event, "raw": message.data}),
+            received_at=now,
+            upstream_ts=_upstream_ts(kind, payload),
+            dedup_key=key,
+            owner=self.task.owner,
+        )
+        changes["last_event_at"] = now
+        if self.first_event_at is None:
+            self.first_event_at = now
+            changes["first_event_at"] = now
+        return event, changes, terminal
+
+    async def _finish(self, payload: dict[str, Any], event: AppendEvent | None) -> None:
+        """Store the end of the run: the output (confirmed with /result when missing) or the error."""
+        run = payload.get("run") or {}
+        status = _our_status(run.get("status"))
+        changes: dict[str, Any] = {
+            "status": status.value,
+            "upstream_status": run.get("status"),
+            "completed_at": time.time(),
+            "warnings": run.get("warnings"),
+        }
+        output = payload.get("output")
+        if status == TaskStatus.COMPLETED and output is None:
+            output = await self._fetch_output()
+        if status == TaskStatus.COMPLETED:
+            changes["output"] = output
+            changes["progress_meter"] = 100.0
+        if run.get("error") is not None:
+            changes["error"] = run["error"]
+        writes: list[Write] = [event] if event is not None else []
+        writes += [self._patch(**changes), self._own("result_stored", status=status.value)]
+        await self._commit(*writes)
+        self.status = status
+
+    async def _fetch_output(self) -> dict[str, Any] | None:
+        run_id = self.task.run_id
+        assert run_id is not None
+        while not self._stop.is_set():
+            try:
+                result = await self.engine.upstream.result(
+                    self.task.owner, self.api_key, run_id, self.settings.result_wait, betas_for(self.task.request)
+                )
+            except UpstreamError as err:
+                if not err.retryable:
+                    return None
+                self.failures += 1
+                if not await self._pause(self._backoff(err.retry_after)):
+                    return None
+                continue
+            if result is not None:
+                output = result.get("output")
+                return output if isinstance(output, dict) else None
+        return None
+
+    async def _poll_once(self) -> bool:
+        """One polling round: GET the run, then long-poll /result. True when the run ended."""
+        run_id = self.task.run_id
+        assert run_id is not None
+        try:
+            run = await self.engine.upstream.retrieve(self.task.owner, self.api_key, run_id)
+        except UpstreamError as err:
+            if err.status == 404:
+                await self._end_lost(err)
+                return True
+            return False
+        self.last_status_at = time.monotonic()
+        if run.get("status") in ACTIVE_UPSTREAM:
+            status = _our_status(run.get("status"))
+            if status != self.status:
+                await self._put(self._patch(status=status.value, upstream_status=run.get("status")))
+                self.status = status
+            try:
+                result = await self.engine.upstream.result(
+                    self.task.owner, self.api_key, run_id, self.settings.result_wait, betas_for(self.task.request)
+                )
+            except UpstreamError:
+                return False
+            if result is None:
+                return False
+            run, output = result.get("run") or run, result.get("output")
+            await self._finish({"run": run, "output": output}, None)
+            return True
+        await self._finish({"run": run, "output": None}, None)
+        return True
+
+    async def check_status(self) -> None:
+        """GET the run once (the engine calls this when no stream reported a status for a while)."""
+        run_id = self.task.run_id
+        if run_id is None:
+            return
+        self.last_status_at = time.monotonic()
+        try:
+            run = await self.engine.upstream.retrieve(self.task.owner, self.api_key, run_id)
+        except UpstreamError:
+            return
+        status = _our_status(run.get("status"))
+        if run.get("status") in ACTIVE_UPSTREAM and status != self.status:
+            self.status = status
+            await self._put(self._patch(status=status.value, upstream_status=run.get("status")))
+
+    async def _end_lost(self, err: UpstreamError) -> None:
+        await self._commit(
+            self._own("run_not_found", error=str(err)),
+            self._patch(
+                status=TaskStatus.FAILED.value,
+                error={"status": err.status, "message": err.message},
+                message="Parallel does not know this run (404): it may belong to another API key.",
+                completed_at=time.time(),
+            ),
+        )
+        self.status = TaskStatus.FAILED
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _upstream_ts(kind: str, payload: dict[str, Any] | None) -> str | None:
+    if payload is None:
+        return None
+    if kind == "task_run.state":
+        run = payload.get("run") or {}
+        ts = run.get("modified_at")
+        return ts if isinstance(ts, str) else None
+    ts = payload.get("timestamp")
+    return ts if isinstance(ts, str) else None
+
+
+def _our_status(upstream: Any) -> TaskStatus:
+    try:
+        return TaskStatus(upstream)
+    except ValueError:
+        return TaskStatus.RUNNING  # an unknown upstream status: keep following

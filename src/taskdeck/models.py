@@ -1,0 +1,129 @@
+"""Taskdeck's records: tasks, stored events, statuses. Frozen dataclasses, explicit enums."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["ACTIVE_UPSTREAM", "Event", "Origin", "Task", "TaskStatus", "new_task_id"]
+
+
+class TaskStatus(StrEnum):
+    """Our status of a task. Upstream statuses map onto the same names where they exist."""
+
+    PENDING = "pending"  # stored, not yet sent upstream; safe to submit
+    SUBMITTING = "submitting"  # the create request may be in flight
+    SUBMIT_UNKNOWN = "submit_unknown"  # found submitting after a crash: a run may or may not exist
+    REJECTED = "rejected"  # upstream refused the create (401, 402, 403, 422)
+    QUEUED = "queued"
+    RUNNING = "running"
+    ACTION_REQUIRED = "action_required"
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @property
+    def is_followed(self) -> bool:
+        """A supervisor should hold this task (submit it or follow its run)."""
+        return self in _FOLLOWED
+
+    @property
+    def can_resubmit(self) -> bool:
+        return self in (TaskStatus.SUBMIT_UNKNOWN, TaskStatus.REJECTED, TaskStatus.FAILED)
+
+
+_TERMINAL = frozenset(
+    {TaskStatus.SUBMIT_UNKNOWN, TaskStatus.REJECTED, TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+)
+_FOLLOWED = frozenset(
+    {
+        TaskStatus.PENDING,
+        TaskStatus.QUEUED,
+        TaskStatus.RUNNING,
+        TaskStatus.ACTION_REQUIRED,
+        TaskStatus.CANCELLING,
+    }
+)
+# Upstream statuses for which a run is still going (is_active, plus action_required, which
+# the spec counts inactive but which is not an end either).
+ACTIVE_UPSTREAM = frozenset({"queued", "running", "cancelling", "action_required"})
+
+
+class Origin(StrEnum):
+    """Who produced a stored event."""
+
+    UPSTREAM = "upstream"  # received from Parallel, stored as received
+    TASKDECK = "taskdeck"  # our own lifecycle notes (submitted, stream connected, ...)
+
+
+def new_task_id() -> str:
+    """Our own task id: ``tsk_`` and 24 random hex characters."""
+    return "tsk_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One task: the request, the upstream run that answers it, and what we know of that run."""
+
+    id: str
+    owner: str  # keyed hash of the API key; never the key
+    processor: str
+    request: dict[str, Any]  # the TaskRunInput sent (or to be sent) upstream
+    status: TaskStatus
+    created_at: float
+    run_id: str | None = None
+    interaction_id: str | None = None
+    upstream_status: str | None = None
+    error: dict[str, Any] | None = None
+    warnings: list[dict[str, Any]] | None = None
+    output: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = None  # the latest progress_stats event
+    progress_meter: float | None = None
+    cost_usd: float | None = None
+    follow_up_of: str | None = None
+    submitted_at: float | None = None
+    first_event_at: float | None = None
+    last_event_at: float | None = None
+    completed_at: float | None = None
+    message: str | None = None  # a note for people: why rejected, what submit_unknown means
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+
+    @property
+    def input(self) -> Any:
+        return self.request.get("input")
+
+    def input_preview(self, limit: int = 120) -> str:
+        value = self.input
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        text = " ".join(text.split())
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One stored event of a task, upstream or ours, in arrival order (``seq``)."""
+
+    seq: int
+    task_id: str
+    type: str
+    origin: Origin
+    data: str  # the JSON text as received (upstream) or as we wrote it (ours)
+    received_at: float
+    upstream_ts: str | None = None
+    dedup_key: str | None = None
+
+    @property
+    def payload(self) -> Any:
+        try:
+            return json.loads(self.data)
+        except json.JSONDecodeError:
+            return None

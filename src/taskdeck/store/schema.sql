@@ -1,0 +1,53 @@
+-- The current schema in one piece. Keep it equal to the migrations applied in order (a test checks).
+-- Tasks, their events, and the encrypted API keys that own them.
+-- Times are Unix seconds (REAL); JSON columns hold compact JSON text.
+
+CREATE TABLE api_keys (
+    owner       TEXT PRIMARY KEY,          -- keyed hash of the key (never the key)
+    ciphertext  BLOB NOT NULL,             -- the key, encrypted under the server secret
+    last4       TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+
+CREATE TABLE tasks (
+    id               TEXT PRIMARY KEY,
+    owner            TEXT NOT NULL REFERENCES api_keys(owner),
+    processor        TEXT NOT NULL,
+    request          TEXT NOT NULL,        -- TaskRunInput as sent upstream
+    status           TEXT NOT NULL,
+    created_at       REAL NOT NULL,
+    run_id           TEXT UNIQUE,
+    interaction_id   TEXT,
+    upstream_status  TEXT,
+    error            TEXT,
+    warnings         TEXT,
+    output           TEXT,
+    progress         TEXT,                 -- latest progress_stats event
+    progress_meter   REAL,
+    cost_usd         REAL,
+    follow_up_of     TEXT REFERENCES tasks(id) ON DELETE SET NULL,
+    submitted_at     REAL,
+    first_event_at   REAL,
+    last_event_at    REAL,
+    completed_at     REAL,
+    message          TEXT,
+    lease_owner      TEXT,
+    lease_expires    REAL
+);
+CREATE INDEX tasks_owner_created ON tasks(owner, created_at DESC);
+CREATE INDEX tasks_followed ON tasks(status, lease_expires);
+
+CREATE TABLE events (
+    seq          INTEGER PRIMARY KEY,      -- arrival order
+    task_id      TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    type         TEXT NOT NULL,
+    origin       TEXT NOT NULL,            -- 'upstream' or 'taskdeck'
+    data         TEXT NOT NULL,
+    received_at  REAL NOT NULL,
+    upstream_ts  TEXT,
+    dedup_key    TEXT
+);
+CREATE INDEX events_task_seq ON events(task_id, seq);
+-- Every distinct upstream event is stored once; our own events have no key (NULLs never collide).
+CREATE UNIQUE INDEX events_dedup ON events(task_id, dedup_key);

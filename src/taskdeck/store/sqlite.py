@@ -1,0 +1,328 @@
+"""The SQLite store: one file, WAL mode, numbered migrations applied at open.
+
+Writers serialise on SQLite's write lock (``BEGIN IMMEDIATE`` with a busy
+timeout), so several processes can share one file; each thread gets its own
+connection. ``synchronous=NORMAL`` in WAL mode keeps every committed
+transaction across a process crash (SIGKILL); only a power loss can drop the
+last ones.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from taskdeck.models import Event, Origin, Task, TaskStatus
+from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, PutKey, Write
+
+__all__ = ["SqliteStore", "migration_files"]
+
+JSON_COLUMNS = frozenset({"request", "error", "warnings", "output", "progress"})
+TASK_COLUMNS = (
+    "id owner processor request status created_at run_id interaction_id upstream_status error warnings output "
+    "progress progress_meter cost_usd follow_up_of submitted_at first_event_at last_event_at completed_at message "
+    "lease_owner lease_expires"
+).split()
+FOLLOWED = tuple(s.value for s in TaskStatus if s.is_followed)
+
+
+def migration_files() -> list[tuple[int, str]]:
+    """(version, SQL) of every numbered migration, in order."""
+    folder = resources.files("taskdeck.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql") and entry.name[:4].isdigit():
+            found.append((int(entry.name[:4]), entry.read_text()))
+    return sorted(found)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _row_to_task(row: sqlite3.Row) -> Task:
+    values = {k: row[k] for k in TASK_COLUMNS}
+    for k in JSON_COLUMNS:
+        if values[k] is not None:
+            values[k] = json.loads(values[k])
+    values["status"] = TaskStatus(values["status"])
+    return Task(**values)
+
+
+def _row_to_event(row: sqlite3.Row) -> Event:
+    return Event(
+        seq=row["seq"],
+        task_id=row["task_id"],
+        type=row["type"],
+        origin=Origin(row["origin"]),
+        data=row["data"],
+        received_at=row["received_at"],
+        upstream_ts=row["upstream_ts"],
+        dedup_key=row["dedup_key"],
+    )
+
+
+class SqliteStore:
+    """The :class:`~taskdeck.store.base.Store` on one SQLite file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.migrate()
+
+    # -- connections -------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # -- schema ------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        """Apply every migration not applied yet; return the versions applied now."""
+        applied_now = []
+        with self._tx() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, sql in migration_files():
+                if version in done:
+                    continue
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+                applied_now.append(version)
+        return applied_now
+
+    # -- writes ------------------------------------------------------------------
+    def apply(self, writes: Sequence[Write]) -> list[Event]:
+        inserted: list[Event] = []
+        with self._tx() as conn:
+            pending: list[AppendEvent] = []
+            for write in writes:
+                if isinstance(write, AppendEvent):
+                    pending.append(write)
+                    continue
+                if pending:
+                    inserted += self._append(conn, pending)
+                    pending = []
+                if isinstance(write, PatchTask):
+                    self._patch(conn, write)
+                elif isinstance(write, InsertTask):
+                    self._insert_task(conn, write.task)
+                elif isinstance(write, PutKey):
+                    conn.execute(
+                        "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) VALUES (?,?,?,?,?) "
+                        "ON CONFLICT(owner) DO UPDATE SET ciphertext=excluded.ciphertext, last4=excluded.last4, "
+                        "updated_at=excluded.updated_at",
+                        (write.owner, write.ciphertext, write.last4, write.at, write.at),
+                    )
+            if pending:
+                inserted += self._append(conn, pending)
+        return inserted
+
+    def _append(self, conn: sqlite3.Connection, rows: list[AppendEvent]) -> list[Event]:
+        # Seqs are assigned here, inside the write lock, so the common case (no duplicate)
+        # is one executemany; INSERT OR IGNORE drops a duplicate a racing process stored.
+        start = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0] + 1
+        params = [
+            (start + i, r.task_id, r.type, r.origin.value, r.data, r.received_at, r.upstream_ts, r.dedup_key)
+            for i, r in enumerate(rows)
+        ]
+        before = conn.total_changes
+        conn.executemany(
+            "INSERT OR IGNORE INTO events (seq, task_id, type, origin, data, received_at, upstream_ts, dedup_key) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            params,
+        )
+        stored_all = conn.total_changes - before == len(rows)
+        present: set[int] | None = None
+        if not stored_all:
+            seqs = [p[0] for p in params]
+            present = {
+                r[0] for r in conn.execute(f"SELECT seq FROM events WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
+            }
+        return [
+            Event(p[0], r.task_id, r.type, r.origin, r.data, r.received_at, r.upstream_ts, r.dedup_key)
+            for p, r in zip(params, rows, strict=True)
+            if present is None or p[0] in present
+        ]
+
+    def _patch(self, conn: sqlite3.Connection, patch: PatchTask) -> None:
+        if not patch.changes:
+            return
+        cols = []
+        values: list[Any] = []
+        for key, value in patch.changes.items():
+            if key not in TASK_COLUMNS or key == "id":
+                raise ValueError(f"unknown task column {key!r}")
+            cols.append(f"{key} = ?")
+            values.append(_json(value) if key in JSON_COLUMNS else value)
+        sql = f"UPDATE tasks SET {', '.join(cols)} WHERE id = ?"
+        values.append(patch.task_id)
+        if patch.only_if_status:
+            sql += f" AND status IN ({','.join('?' * len(patch.only_if_status))})"
+            values += [s.value for s in patch.only_if_status]
+        conn.execute(sql, values)
+
+    def _insert_task(self, conn: sqlite3.Connection, task: Task) -> None:
+        values = []
+        for col in TASK_COLUMNS:
+            value = getattr(task, col)
+            values.append(_json(value) if col in JSON_COLUMNS else value)
+        conn.execute(
+            f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ({','.join('?' * len(TASK_COLUMNS))})", values
+        )
+
+    # -- reads -------------------------------------------------------------------
+    def get_task(self, task_id: str) -> Task | None:
+        row = self._conn().execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return None if row is None else _row_to_task(row)
+
+    def get_task_by_run(self, run_id: str) -> Task | None:
+        row = self._conn().execute("SELECT * FROM tasks WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else _row_to_task(row)
+
+    def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
+        if not task_ids:
+            return []
+        rows = self._conn().execute(
+            f"SELECT * FROM tasks WHERE id IN ({','.join('?' * len(task_ids))})", list(task_ids)
+        )
+        return [_row_to_task(r) for r in rows]
+
+    def list_tasks(
+        self,
+        owner: str,
+        *,
+        statuses: Sequence[str] | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+    ) -> list[Task]:
+        sql = "SELECT * FROM tasks WHERE owner = ?"
+        params: list[Any] = [owner]
+        if statuses:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            params += list(statuses)
+        if before is not None:
+            sql += " AND (created_at, id) < (?, ?)"
+            params += list(before)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        return [_row_to_task(r) for r in self._conn().execute(sql, params)]
+
+    def events(self, task_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        sql = "SELECT * FROM events WHERE task_id = ? AND seq > ? ORDER BY seq"
+        params: list[Any] = [task_id, after_seq]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [_row_to_event(r) for r in self._conn().execute(sql, params)]
+
+    def dedup_keys(self, task_id: str) -> set[str]:
+        rows = self._conn().execute(
+            "SELECT dedup_key FROM events WHERE task_id = ? AND dedup_key IS NOT NULL", (task_id,)
+        )
+        return {r[0] for r in rows}
+
+    def get_key(self, owner: str) -> bytes | None:
+        row = self._conn().execute("SELECT ciphertext FROM api_keys WHERE owner = ?", (owner,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def count_tasks(self, owner: str | None = None) -> dict[str, int]:
+        sql = "SELECT status, COUNT(*) FROM tasks"
+        params: list[Any] = []
+        if owner is not None:
+            sql += " WHERE owner = ?"
+            params.append(owner)
+        return {r[0]: r[1] for r in self._conn().execute(sql + " GROUP BY status", params)}
+
+    # -- leases ------------------------------------------------------------------
+    def claim(self, holder: str, now: float, ttl: float, limit: int) -> list[Task]:
+        if limit <= 0:
+            return []
+        marks = ",".join("?" * len(FOLLOWED))
+        with self._tx() as conn:
+            rows = conn.execute(
+                f"UPDATE tasks SET lease_owner = ?, lease_expires = ? WHERE id IN ("
+                f" SELECT id FROM tasks WHERE status IN ({marks})"
+                f" AND (lease_owner IS NULL OR lease_expires < ?)"
+                f" ORDER BY COALESCE(last_event_at, created_at) DESC LIMIT ?) RETURNING *",
+                (holder, now + ttl, *FOLLOWED, now, limit),
+            ).fetchall()
+        return [_row_to_task(r) for r in rows]
+
+    def renew(self, holder: str, task_ids: Sequence[str], expires: float) -> set[str]:
+        held: set[str] = set()
+        ids = list(task_ids)
+        with self._tx() as conn:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                rows = conn.execute(
+                    f"UPDATE tasks SET lease_expires = ? WHERE lease_owner = ? AND id IN ({','.join('?' * len(chunk))})"
+                    " RETURNING id",
+                    (expires, holder, *chunk),
+                )
+                held.update(r[0] for r in rows)
+        return held
+
+    def release(self, holder: str, task_ids: Sequence[str]) -> None:
+        ids = list(task_ids)
+        with self._tx() as conn:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                conn.execute(
+                    "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ? "
+                    f"AND id IN ({','.join('?' * len(chunk))})",
+                    (holder, *chunk),
+                )
+
+    def expire_submitting(self, now: float, message: str) -> list[str]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "UPDATE tasks SET status = ?, message = ?, lease_owner = NULL, lease_expires = NULL "
+                "WHERE status = ? AND (lease_owner IS NULL OR lease_expires < ?) RETURNING id",
+                (TaskStatus.SUBMIT_UNKNOWN.value, message, TaskStatus.SUBMITTING.value, now),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (our migrations have no semicolons inside literals)."""
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,0 +1,195 @@
+"""Talking to Parallel: the official SDK for every request, our own reader for event bytes.
+
+Every call takes the key's rate budget first. The SDK's own retries are off: the
+engine retries with its own backoff, so each retry also passes the budget.
+Responses are kept as the JSON the server sent (``with_raw_response``), so
+nothing is lost to model coercion.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import parallel
+from parallel import AsyncParallel, DefaultAioHttpClient, DefaultAsyncHttpxClient
+
+from taskdeck.engine.ratelimit import RateBudget
+from taskdeck.upstream.sse import SseMessage, iter_messages
+
+__all__ = ["Upstream", "UpstreamError", "betas_for"]
+
+EVENTS_BETA = "events-sse-2025-07-24"
+WEBHOOK_BETA = "webhook-2025-08-12"
+MCP_BETA = "mcp-server-2025-07-17"
+# Fields of TaskRunInput the SDK's create() takes as keyword arguments.
+CREATE_FIELDS = (
+    "input processor task_spec metadata source_policy advanced_settings enable_events mcp_servers "
+    "previous_interaction_id webhook memory_scope_key"
+).split()
+
+
+def betas_for(request: dict[str, Any]) -> list[str]:
+    """The ``parallel-beta`` values a request needs (contract §1)."""
+    betas = [EVENTS_BETA]
+    if request.get("webhook"):
+        betas.append(WEBHOOK_BETA)
+    if request.get("mcp_servers"):
+        betas.append(MCP_BETA)
+    return betas
+
+
+@dataclass
+class UpstreamError(Exception):
+    """A failed upstream call, classified for the engine."""
+
+    status: int | None  # HTTP status, None for network errors
+    message: str
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.status or 'network'}: {self.message}"
+
+    @property
+    def retryable(self) -> bool:
+        """429, 408, 5xx and network errors may succeed later; other 4xx will not."""
+        return self.status is None or self.status in (408, 409, 429) or self.status >= 500
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                return max(0.0, float(raw) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def _classify(exc: Exception) -> UpstreamError:
+    if isinstance(exc, parallel.APIStatusError):
+        message = exc.message
+        body = exc.body
+        if isinstance(body, dict):
+            err = body.get("error")
+            if isinstance(err, dict) and isinstance(err.get("message"), str):
+                message = err["message"]
+            elif isinstance(body.get("detail"), list):
+                message = "; ".join(str(d.get("msg", d)) for d in body["detail"] if isinstance(d, dict))
+        return UpstreamError(exc.status_code, message, _retry_after(exc.response.headers))
+    if isinstance(exc, parallel.APITimeoutError | httpx.TimeoutException):
+        return UpstreamError(None, "timed out")
+    return UpstreamError(None, type(exc).__name__)
+
+
+class Upstream:
+    """One SDK client per API key, sharing one HTTP connection pool."""
+
+    def __init__(self, base_url: str, budget: RateBudget, *, transport: str = "httpx") -> None:
+        self.base_url = base_url
+        self.budget = budget
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=1000)
+        self._http: httpx.AsyncClient = (
+            DefaultAioHttpClient(timeout=httpx.Timeout(60.0, connect=10.0))
+            if transport == "aiohttp"
+            else DefaultAsyncHttpxClient(timeout=httpx.Timeout(60.0, connect=10.0), limits=limits)
+        )
+        self._clients: dict[str, AsyncParallel] = {}
+        self.requests = 0  # upstream requests sent (for metrics and benchmarks)
+
+    def _client(self, api_key: str) -> AsyncParallel:
+        client = self._clients.get(api_key)
+        if client is None:
+            client = AsyncParallel(api_key=api_key, base_url=self.base_url, http_client=self._http, max_retries=0)
+            self._clients[api_key] = client
+        return client
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, owner: str, *, creates: bool = False) -> None:
+        await self.budget.acquire(owner, creates=creates)
+        self.requests += 1
+
+    def _note_429(self, owner: str, err: UpstreamError) -> UpstreamError:
+        if err.status == 429:
+            self.budget.pause(owner, err.retry_after if err.retry_after is not None else 5.0)
+        return err
+
+    async def create_run(self, owner: str, api_key: str, request: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/tasks/runs; the TaskRun as sent."""
+        kwargs = {k: request[k] for k in CREATE_FIELDS if request.get(k) is not None}
+        extra = {k: v for k, v in request.items() if k not in CREATE_FIELDS and v is not None}
+        await self._send(owner, creates=True)
+        try:
+            raw = await self._client(api_key).task_run.with_raw_response.create(
+                **kwargs, betas=betas_for(request), extra_body=extra or None
+            )
+            return await self._json(raw)
+        except Exception as exc:
+            raise self._note_429(owner, _classify(exc)) from exc
+
+    async def retrieve(self, owner: str, api_key: str, run_id: str) -> dict[str, Any]:
+        """GET /v1/tasks/runs/{id}."""
+        await self._send(owner)
+        try:
+            raw = await self._client(api_key).task_run.with_raw_response.retrieve(run_id)
+            return await self._json(raw)
+        except Exception as exc:
+            raise self._note_429(owner, _classify(exc)) from exc
+
+    async def retrieve_input(self, owner: str, api_key: str, run_id: str) -> dict[str, Any]:
+        """GET /v1/tasks/runs/{id}/input: the request as Parallel received it (null fields left out)."""
+        await self._send(owner)
+        try:
+            raw = await self._client(api_key).task_run.with_raw_response.retrieve_input(run_id)
+            body = await self._json(raw)
+        except Exception as exc:
+            raise self._note_429(owner, _classify(exc)) from exc
+        return {k: v for k, v in body.items() if v is not None}
+
+    async def result(
+        self, owner: str, api_key: str, run_id: str, wait: float, betas: list[str]
+    ) -> dict[str, Any] | None:
+        """GET /result?timeout=wait; None when the run is still active (408)."""
+        await self._send(owner)
+        try:
+            raw = await self._client(api_key).task_run.with_raw_response.result(
+                run_id, api_timeout=int(wait), betas=betas, timeout=wait + 30.0
+            )
+            return await self._json(raw)
+        except Exception as exc:
+            err = self._note_429(owner, _classify(exc))
+            if err.status == 408:
+                return None
+            raise err from exc
+
+    @asynccontextmanager
+    async def events(
+        self, owner: str, api_key: str, run_id: str, read_timeout: float
+    ) -> AsyncIterator[AsyncIterator[SseMessage]]:
+        """Open a run's event stream; yields an iterator of messages. Raises UpstreamError to open."""
+        await self._send(owner)
+        timeout = httpx.Timeout(30.0, read=read_timeout)
+        client = self._client(api_key)
+        try:
+            cm = client.task_run.with_streaming_response.events(run_id, timeout=timeout)
+            response = await cm.__aenter__()
+        except Exception as exc:
+            raise self._note_429(owner, _classify(exc)) from exc
+        try:
+            yield iter_messages(response.iter_bytes())
+        finally:
+            await cm.__aexit__(None, None, None)
+
+    @staticmethod
+    async def _json(raw: Any) -> dict[str, Any]:
+        body = json.loads(await raw.read())
+        if not isinstance(body, dict):
+            raise UpstreamError(None, "upstream answered with something other than a JSON object")
+        return body
