@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from taskdeck import __version__
+
+if TYPE_CHECKING:
+    from taskdeck.config import Settings
 
 app = typer.Typer(
     name="taskdeck",
@@ -33,17 +37,17 @@ def _root(
 
 @app.command()
 def emulator(
-    host: Annotated[str | None, typer.Option(help="Interface to bind [default 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind; 0 picks a free one [default 8900].")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind; 0 picks a free one (default 8900).")] = None,
     time_scale: Annotated[
         float | None,
-        typer.Option("--time-scale", help="Multiply every duration: 0.01 turns a 10-minute run into 6 s [default 1]."),
+        typer.Option("--time-scale", help="Multiply every duration: 0.01 turns a 10-minute run into 6 s (default 1)."),
     ] = None,
     stream_lifetime: Annotated[
         float | None,
-        typer.Option("--stream-lifetime", help="Seconds until the server closes a stream, scaled [default 570]."),
+        typer.Option("--stream-lifetime", help="Seconds until the server closes a stream, scaled (default 570)."),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for durations, content and fault draws [default 0].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for durations, content and fault draws (default 0).")] = None,
     api_key: Annotated[
         list[str] | None,
         typer.Option("--api-key", help="Accept only this key (repeatable). Default: any key except the magic ones."),
@@ -51,7 +55,7 @@ def emulator(
     webhook_secret: Annotated[str | None, typer.Option(help="Account secret that signs webhook deliveries.")] = None,
     rate_limit: Annotated[
         int | None,
-        typer.Option("--rate-limit", help="Run-creating POSTs per key per minute [default 2000]."),
+        typer.Option("--rate-limit", help="Run-creating POSTs per key per minute (default 2000)."),
     ] = None,
     faults: Annotated[
         str | None,
@@ -89,6 +93,103 @@ def emulator(
         err=True,
     )
     run_emulator(settings, log_level=log_level)
+
+
+def _settings(db: Path | None, base_url: str | None) -> Settings:
+    from taskdeck.config import Settings
+
+    try:
+        settings = Settings.from_env().with_overrides(db_path=db, parallel_base_url=base_url)
+        settings.validate()
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
+DbOption = Annotated[Path | None, typer.Option("--db", help="SQLite file (env TASKDECK_DB_PATH).")]
+BaseUrlOption = Annotated[
+    str | None, typer.Option("--base-url", help="Parallel API base URL (env TASKDECK_PARALLEL_BASE_URL).")
+]
+
+
+@app.command()
+def worker(db: DbOption = None, base_url: BaseUrlOption = None) -> None:
+    """Run the engine without the web app: submit pending tasks and follow every active run.
+
+    Several workers (and servers) may share one database; each run is followed by one of them.
+    SIGTERM or Ctrl-C stops it cleanly within 10 s: streams closed, writes flushed, leases released.
+    """
+    import asyncio
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(db, base_url)
+    asyncio.run(_run_worker(settings))
+
+
+async def _run_worker(settings: Settings) -> None:
+    import asyncio
+    import signal
+
+    from taskdeck.engine import Engine
+
+    engine = Engine(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await engine.start()
+    typer.echo(
+        f"worker {engine.holder} following {len(engine.followers)} task(s); database {settings.db_path}", err=True
+    )
+    await stop.wait()
+    await engine.stop()
+    typer.echo("worker stopped", err=True)
+
+
+@app.command()
+def submit(
+    input_text: Annotated[str, typer.Option("--input", help="Task input: text, or a JSON object.")],
+    processor: Annotated[str, typer.Option(help="Processor, e.g. lite, core, pro, ultra.")] = "core",
+    output: Annotated[
+        str | None, typer.Option(help="Output schema: a text description, 'auto', or a JSON schema object.")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="PARALLEL_API_KEY", help="Parallel API key.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Store a task for the running worker or server to submit; prints the task as JSON."""
+    import json
+
+    from taskdeck.engine.intake import IntakeError, enqueue
+
+    settings = _settings(db, None)
+    request: dict[str, object] = {"input": _maybe_json(input_text), "processor": processor}
+    if output is not None:
+        parsed = _maybe_json(output)
+        if parsed == "auto":
+            parsed = {"type": "auto"}
+        elif isinstance(parsed, dict) and "json_schema" not in parsed and "type" not in parsed:
+            parsed = {"type": "json", "json_schema": parsed}
+        request["task_spec"] = {"output_schema": parsed}
+    try:
+        task = enqueue(settings, api_key or "", request)
+    except IntakeError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps({"id": task.id, "status": task.status.value, "processor": task.processor}))
+
+
+def _maybe_json(text: str) -> object:
+    import json
+
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            return text
+    return text
 
 
 def main() -> None:

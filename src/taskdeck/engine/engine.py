@@ -21,13 +21,13 @@ from typing import Any
 from taskdeck.config import Settings
 from taskdeck.engine.feed import Feed
 from taskdeck.engine.follower import Follower
+from taskdeck.engine.intake import IntakeError, new_task, validate_request
 from taskdeck.engine.ratelimit import RateBudget
 from taskdeck.engine.writer import Writer
 from taskdeck.models import ACTIVE_UPSTREAM, Origin, Task, TaskStatus, new_task_id
 from taskdeck.processors import get_processor
 from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, PutKey, Store
 from taskdeck.store.sqlite import SqliteStore
-from taskdeck.taskspec import check_run_input
 from taskdeck.upstream.client import Upstream, UpstreamError
 from taskdeck.vault import KeyVault
 
@@ -40,14 +40,7 @@ SUBMIT_UNKNOWN_MESSAGE = (
 )
 
 
-class EngineError(Exception):
-    """A request the engine refuses; ``status`` is the HTTP status that fits, ``problems`` the details."""
-
-    def __init__(self, status: int, message: str, problems: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.problems = problems or []
+EngineError = IntakeError  # the engine refuses requests with the same error as intake
 
 
 class Engine:
@@ -174,7 +167,7 @@ class Engine:
     async def remember_key(self, api_key: str) -> str:
         """Store the key encrypted; return its owner hash."""
         if not api_key or not api_key.strip():
-            raise EngineError(401, "An API key is required.")
+            raise IntakeError(401, "An API key is required.")
         owner = self.vault.owner(api_key)
         self._keys[owner] = api_key
         last4 = api_key[-4:] if len(api_key) > 4 else ""
@@ -182,41 +175,20 @@ class Engine:
         return owner
 
     async def submit(self, api_key: str, request: dict[str, Any], *, follow_up_of: str | None = None) -> Task:
-        """Store a new task and start submitting it. Raises EngineError (422) for a bad request."""
+        """Store a new task and start submitting it. Raises IntakeError for a bad request."""
         owner = self.vault.owner(api_key)
         request = dict(request)
         if follow_up_of is not None:
             parent = await asyncio.to_thread(self.store.get_task, follow_up_of)
             if parent is None or parent.owner != owner:
-                raise EngineError(404, f"follow_up_of: no task {follow_up_of!r} for this API key")
+                raise IntakeError(404, f"follow_up_of: no task {follow_up_of!r} for this API key")
             if not parent.interaction_id:
-                raise EngineError(422, "follow_up_of: that task has no interaction id yet (not submitted)")
+                raise IntakeError(422, "follow_up_of: that task has no interaction id yet (not submitted)")
             request["previous_interaction_id"] = parent.interaction_id
-        check = check_run_input(request)
-        if not check.ok:
-            raise EngineError(
-                422,
-                "; ".join(str(p) for p in check.problems),
-                [{"loc": list(p.loc), "msg": p.message, "type": p.kind} for p in check.problems],
-            )
-        processor = get_processor(request["processor"])
-        if processor is None:
-            raise EngineError(422, f"processor: unknown processor {request['processor']!r}")
-        if request.get("enable_events") is None:
-            request["enable_events"] = True  # we follow live; events cost nothing extra
+        request, processor = validate_request(request)
         await self.remember_key(api_key)
-        now = time.time()
-        task = Task(
-            id=new_task_id(),
-            owner=owner,
-            processor=processor.name,
-            request=request,
-            status=TaskStatus.PENDING,
-            created_at=now,
-            cost_usd=processor.usd_per_run,
-            follow_up_of=follow_up_of,
-            lease_owner=self.holder,
-            lease_expires=now + self.settings.lease_ttl,
+        task = new_task(
+            owner, request, processor, follow_up_of=follow_up_of, holder=self.holder, lease_ttl=self.settings.lease_ttl
         )
         await self.writer.commit([InsertTask(task), self._own(task, "created")], owner)
         await self._start_follower(task)
@@ -228,14 +200,14 @@ class Engine:
         existing = await asyncio.to_thread(self.store.get_task_by_run, run_id)
         if existing is not None:
             if existing.owner != owner:
-                raise EngineError(404, f"run_id: {run_id!r} is not a run of this API key")
+                raise IntakeError(404, f"run_id: {run_id!r} is not a run of this API key")
             return existing
         try:
             run = await self.upstream.retrieve(owner, api_key, run_id)
             sent = await self.upstream.retrieve_input(owner, api_key, run_id)
         except UpstreamError as err:
             code = 404 if err.status in (401, 403, 404) else 502
-            raise EngineError(code, f"run_id: Parallel answered {err}") from err
+            raise IntakeError(code, f"run_id: Parallel answered {err}") from err
         processor = get_processor(str(run.get("processor")))
         upstream_status = str(run.get("status"))
         # A finished run is followed once too: its stream replays the trace and the output.
@@ -266,9 +238,9 @@ class Engine:
         owner = self.vault.owner(api_key)
         task = await asyncio.to_thread(self.store.get_task, task_id)
         if task is None or task.owner != owner:
-            raise EngineError(404, f"no task {task_id!r} for this API key")
+            raise IntakeError(404, f"no task {task_id!r} for this API key")
         if not task.status.can_resubmit:
-            raise EngineError(409, f"a {task.status.value} task cannot be resubmitted")
+            raise IntakeError(409, f"a {task.status.value} task cannot be resubmitted")
         await self.remember_key(api_key)
         now = time.time()
         changes = {
@@ -293,7 +265,7 @@ class Engine:
         )
         fresh = await asyncio.to_thread(self.store.get_task, task.id)
         if fresh is None or fresh.status != TaskStatus.PENDING or fresh.lease_owner != self.holder:
-            raise EngineError(409, "the task changed meanwhile; reload it")
+            raise IntakeError(409, "the task changed meanwhile; reload it")
         await self._start_follower(fresh)
         return fresh
 

@@ -1,0 +1,94 @@
+"""Turning a request into a task: validation and the new task row, shared by every way in.
+
+``Engine.submit`` leases the new task and starts at once; :func:`enqueue` only
+stores it (``pending``, unleased) for whichever engine process claims it next,
+which is how the CLI submits without a server.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from taskdeck.config import Settings
+from taskdeck.models import Task, TaskStatus, new_task_id
+from taskdeck.processors import Processor, get_processor
+from taskdeck.store.base import InsertTask, PutKey
+from taskdeck.store.sqlite import SqliteStore
+from taskdeck.taskspec import check_run_input
+from taskdeck.vault import KeyVault
+
+__all__ = ["IntakeError", "enqueue", "new_task", "validate_request"]
+
+
+class IntakeError(Exception):
+    """A request refused before anything is stored: ``status`` fits HTTP, ``problems`` name the fields."""
+
+    def __init__(self, status: int, message: str, problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = problems or []
+
+
+def validate_request(request: Any) -> tuple[dict[str, Any], Processor]:
+    """Check a TaskRunInput with Parallel's rules; return it (events on unless set) and its processor."""
+    check = check_run_input(request)
+    if not check.ok:
+        raise IntakeError(
+            422,
+            "; ".join(str(p) for p in check.problems),
+            [{"loc": list(p.loc), "msg": p.message, "type": p.kind} for p in check.problems],
+        )
+    processor = get_processor(request["processor"])
+    if processor is None:
+        raise IntakeError(
+            422,
+            f"processor: unknown processor {request['processor']!r}",
+            [{"loc": ["processor"], "msg": "unknown processor", "type": "enum"}],
+        )
+    request = dict(request)
+    if request.get("enable_events") is None:
+        request["enable_events"] = True  # Taskdeck follows runs live; events cost nothing extra
+    return request, processor
+
+
+def new_task(
+    owner: str,
+    request: dict[str, Any],
+    processor: Processor,
+    *,
+    follow_up_of: str | None = None,
+    holder: str | None = None,
+    lease_ttl: float = 0.0,
+) -> Task:
+    """A ``pending`` task, leased to ``holder`` when given."""
+    now = time.time()
+    return Task(
+        id=new_task_id(),
+        owner=owner,
+        processor=processor.name,
+        request=request,
+        status=TaskStatus.PENDING,
+        created_at=now,
+        cost_usd=processor.usd_per_run,
+        follow_up_of=follow_up_of,
+        lease_owner=holder,
+        lease_expires=now + lease_ttl if holder else None,
+    )
+
+
+def enqueue(settings: Settings, api_key: str, request: Any) -> Task:
+    """Store a pending task (and the encrypted key) for an engine process to submit."""
+    if not api_key.strip():
+        raise IntakeError(401, "An API key is required (set PARALLEL_API_KEY or pass --api-key).")
+    request, processor = validate_request(request)
+    vault = KeyVault.open(settings.secret_key, settings.db_path)
+    owner = vault.owner(api_key)
+    task = new_task(owner, request, processor)
+    store = SqliteStore(settings.db_path)
+    try:
+        store.apply([PutKey(owner, vault.encrypt(api_key), api_key[-4:], time.time()), InsertTask(task)])
+    finally:
+        store.close()
+    return task
