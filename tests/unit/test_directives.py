@@ -67,3 +67,11 @@ def test_run_only_refused_where_not_allowed() -> None:
 
 def test_empty_is_falsy() -> None:
     assert not parse_directives("") and not parse_directives(None) and not parse_directives(" ; ")
+
+
+def test_one_connect_fault_per_request_and_the_others_keep_their_counts() -> None:
+    d = parse_directives("error=503*1;ratelimit=1*1")
+    rng = random.Random(0)
+    assert d.take("create", rng) == {"error": 503}
+    assert d.take("create", rng) == {"ratelimit": 1}
+    assert d.take("create", rng) == {}

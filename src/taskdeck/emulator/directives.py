@@ -100,6 +100,10 @@ class Directives:
         for c in self.clauses:
             if c.name in RUN_ONLY or not c.matches(target) or c.name in fired:
                 continue
+            # One request can only fail one way: the first connect fault that fires wins,
+            # and the others keep their counts for later requests.
+            if c.name in CONNECT_FAULTS and fired.keys() & CONNECT_FAULTS:
+                continue
             if c.remaining is not None and c.remaining <= 0:
                 continue
             if c.probability < 1.0 and rng.random() >= c.probability:

@@ -72,21 +72,25 @@ class Engine:
         self._started = True
 
     async def stop(self, grace: float = 8.0) -> None:
-        """Close streams, flush writes, release leases. Bounded by ``grace`` seconds."""
+        """Close streams, flush writes, release leases. Bounded by ``grace`` seconds in all."""
+        deadline = time.monotonic() + grace
         if self._tick is not None:
             self._tick.cancel()
         for follower in self.followers.values():
             follower.stop()
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._checks]
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=grace / 2)
-        await asyncio.wait_for(self.writer.drain(), timeout=grace / 2)
+            await asyncio.wait(tasks, timeout=grace / 3)
+        try:
+            await asyncio.wait_for(self.writer.close(), timeout=max(0.1, deadline - time.monotonic() - 1.0))
+        except TimeoutError:
+            log.error("writes still queued at shutdown were not flushed in time")
+        # Leases go last, after the writes: a follower elsewhere must find our events stored.
         held = list(self.followers)
         if held:
             await asyncio.to_thread(self.store.release, self.holder, held)
-        await self.writer.close()
         await self.upstream.close()
         self.store.close()
 

@@ -30,7 +30,7 @@ class TaskChange:
 Item = Event | TaskChange
 
 
-@dataclass
+@dataclass(eq=False)  # identity equality: subscriptions live in sets
 class Subscription:
     """One subscriber's queue. ``task_id`` or ``owner`` narrows what it receives."""
 

@@ -192,13 +192,12 @@ class Follower:
                 if await self._poll_once():
                     return
                 # Try the stream again after every poll; one failure sends us back to polling.
-                result = await self._stream_once()
+                result = await self._stream_once(resuming=True)
                 if result.outcome is Outcome.TERMINAL:
                     return
                 if result.outcome is not Outcome.FAILED:
                     self.polling = False
                     self.failures = 0
-                    await self._put(self._own("streaming_resumed"))
                 elif not await self._pause(s.poll_interval):
                     return
                 continue
@@ -226,7 +225,7 @@ class Follower:
             if not await self._pause(delay):
                 return
 
-    async def _stream_once(self) -> StreamResult:
+    async def _stream_once(self, *, resuming: bool = False) -> StreamResult:
         run_id = self.task.run_id
         assert run_id is not None
         progressed = False
@@ -238,6 +237,8 @@ class Follower:
                 self.task.owner, self.api_key, run_id, self.settings.stream_read_timeout
             ) as messages:
                 await self._put(self._own("stream_connected"))
+                if resuming:
+                    await self._put(self._own("streaming_resumed"))
                 first = True
                 try:
                     async for message in messages:

@@ -18,10 +18,11 @@ MARGIN = 0.5
 
 
 class KeyLimiter:
-    """At most ``limit`` acquisitions in any ``WINDOW + MARGIN`` seconds."""
+    """At most ``limit`` acquisitions in any ``window + MARGIN`` seconds (the window is 60 s but in tests)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, window: float = WINDOW) -> None:
         self.limit = limit
+        self.window = window + MARGIN
         self._sent: deque[float] = deque()
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
@@ -36,11 +37,11 @@ class KeyLimiter:
         async with self._lock:
             while True:
                 now = time.monotonic()
-                while self._sent and self._sent[0] <= now - (WINDOW + MARGIN):
+                while self._sent and self._sent[0] <= now - self.window:
                     self._sent.popleft()
                 wait = self._paused_until - now
                 if len(self._sent) >= self.limit:
-                    wait = max(wait, self._sent[0] + WINDOW + MARGIN - now)
+                    wait = max(wait, self._sent[0] + self.window - now)
                 if wait <= 0:
                     self._sent.append(now)
                     return

@@ -88,7 +88,10 @@ class Writer:
         await self.commit([])
 
     async def close(self) -> None:
-        await self.drain()
-        if self._task is not None:
-            self._task.cancel()
-        self._pool.shutdown(wait=True)
+        """Commit what is queued, then stop."""
+        try:
+            await self.drain()
+        finally:
+            if self._task is not None:
+                self._task.cancel()
+            self._pool.shutdown(wait=True)
