@@ -120,6 +120,9 @@ class Settings:
     result_wait: float = field(default=30.0, metadata={"help": "Seconds of /result long-poll in polling mode."})
     backoff_base: float = field(default=0.5, metadata={"help": "First retry delay; doubles per failure, with jitter."})
     backoff_max: float = field(default=60.0, metadata={"help": "Longest retry delay."})
+    max_followers: int = field(
+        default=100_000, metadata={"help": "Most runs this process follows at once; others wait for another process."}
+    )
     write_batch: int = field(default=5000, metadata={"help": "Most writes committed in one transaction."})
 
     @property

@@ -112,7 +112,8 @@ class Engine:
                     log.warning("lost the lease of %s; another process follows it now", task_id)
                     self._drop(task_id)
         await asyncio.to_thread(self.store.expire_submitting, now, SUBMIT_UNKNOWN_MESSAGE)
-        claimed = await asyncio.to_thread(self.store.claim, self.holder, now, ttl, 1_000_000)
+        room = self.settings.max_followers - len(self.followers)
+        claimed = await asyncio.to_thread(self.store.claim, self.holder, now, ttl, room)
         for task in claimed:
             await self._start_follower(task)
         stale = time.monotonic() - self.settings.status_poll_after

@@ -1,0 +1,46 @@
+"""Engine worker subprocesses for crash and multi-process tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+FAST_ENV = {
+    "TASKDECK_SECRET_KEY": "test-secret",
+    "TASKDECK_HEARTBEAT_INTERVAL": "0.3",
+    "TASKDECK_LEASE_TTL": "1.5",
+    "TASKDECK_BACKOFF_BASE": "0.05",
+    "TASKDECK_BACKOFF_MAX": "1",
+    "TASKDECK_STREAM_READ_TIMEOUT": "3",
+}
+
+
+def start_worker(db: Path, base_url: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``taskdeck worker`` in its own process, logging to ``log``."""
+    full_env = {**os.environ, **FAST_ENV, **env}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "taskdeck", "worker", "--db", str(db), "--base-url", base_url],
+            stdout=out,
+            stderr=out,
+            env=full_env,
+        )
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Re-check ``condition`` until it holds; a condition wait, not a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
