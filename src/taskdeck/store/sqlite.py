@@ -285,7 +285,9 @@ class SqliteStore:
                 f" ORDER BY COALESCE(last_event_at, created_at) DESC LIMIT ?) RETURNING *",
                 (holder, now + ttl, *FOLLOWED, now, limit),
             ).fetchall()
-        return [_row_to_task(r) for r in rows]
+        # RETURNING does not keep the subquery's order; newest activity first matters on restart.
+        tasks = [_row_to_task(r) for r in rows]
+        return sorted(tasks, key=lambda t: t.last_event_at or t.created_at, reverse=True)
 
     def renew(self, holder: str, task_ids: Sequence[str], expires: float) -> set[str]:
         held: set[str] = set()

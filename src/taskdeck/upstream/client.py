@@ -12,14 +12,16 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import parallel
 from parallel import AsyncParallel, DefaultAioHttpClient, DefaultAsyncHttpxClient
 
-from taskdeck.engine.ratelimit import RateBudget
 from taskdeck.upstream.sse import SseMessage, iter_messages
+
+if TYPE_CHECKING:  # the engine owns the budget; importing it here at run time would be circular
+    from taskdeck.engine.ratelimit import RateBudget
 
 __all__ = ["Upstream", "UpstreamError", "betas_for"]
 

@@ -1,0 +1,65 @@
+"""The per-key rate budget: no request beyond it, whatever the runs want."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import fast_settings
+
+from taskdeck.engine import Engine
+from taskdeck.engine.ratelimit import KeyLimiter, RateBudget
+
+
+async def test_limiter_never_exceeds_its_window() -> None:
+    limiter = KeyLimiter(5, window=0.5)
+    stamps: list[float] = []
+    for _ in range(12):
+        await limiter.acquire()
+        stamps.append(time.monotonic())
+    for i, t in enumerate(stamps):
+        in_window = [s for s in stamps if t <= s < t + limiter.window]
+        assert len(in_window) <= 5, i
+    assert stamps[-1] - stamps[0] >= 2 * 0.5  # 12 calls at 5 per window need three windows
+
+
+async def test_pause_holds_every_caller() -> None:
+    limiter = KeyLimiter(100)
+    limiter.pause(0.3)
+    started = time.monotonic()
+    await asyncio.gather(limiter.acquire(), limiter.acquire())
+    assert time.monotonic() - started >= 0.3
+
+
+async def test_creates_scope_counts_only_creates() -> None:
+    budget = RateBudget(1, "creates")
+    started = time.monotonic()
+    for _ in range(50):
+        await budget.acquire("owner", creates=False)
+    await budget.acquire("owner", creates=True)
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.slow
+async def test_emulator_never_sees_more_than_the_budget(tmp_path: Path, make_emulator: Any) -> None:
+    """Eight runs whose streams close every 0.5 s want ~16 requests/s; the budget allows 20/min."""
+    emu = make_emulator(time_scale=0.01, stream_lifetime=50)
+    engine = Engine(fast_settings(tmp_path / "r.db", emu.url, rate_limit_per_minute=20))
+    await engine.start()
+    try:
+        for i in range(8):
+            await engine.submit(
+                "budget-key", {"input": f"q{i}", "processor": "ultra", "metadata": {"emulator": "duration=100000"}}
+            )
+        await asyncio.sleep(65)  # observe more than one full minute of demand
+    finally:
+        await engine.stop()
+    keys = httpx.get(f"{emu.url}/_emulator/stats?runs=false").json()["keys"]
+    (counters,) = keys.values()
+    assert counters["max_requests_per_minute"] <= 20
+    assert counters["max_requests_per_minute"] >= 15  # the budget, not something else, was the limit
+    assert counters["by_status"].get("429", 0) == 0

@@ -1,0 +1,143 @@
+"""The SQLite store on a real file: schema, writes, de-duplication, leases."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import time
+from pathlib import Path
+
+from taskdeck.models import Origin, Task, TaskStatus
+from taskdeck.store import AppendEvent, InsertTask, PatchTask, PutKey, SqliteStore
+from taskdeck.store.sqlite import migration_files
+from taskdeck.vault import KeyVault
+
+
+def schema_of(path: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND name != 'schema_migrations' "
+            "ORDER BY name"
+        ).fetchall()
+    return [(n, " ".join(s.split())) for n, s in rows]
+
+
+def test_migrated_schema_equals_the_declared_schema(tmp_path: Path) -> None:
+    SqliteStore(tmp_path / "migrated.db").close()
+    fresh = tmp_path / "fresh.db"
+    schema_sql = (Path(__file__).parents[2] / "src" / "taskdeck" / "store" / "schema.sql").read_text()
+    with sqlite3.connect(fresh) as conn:
+        conn.executescript(schema_sql)
+    assert schema_of(tmp_path / "migrated.db") == schema_of(fresh)
+    assert [v for v, _ in migration_files()] == list(range(1, len(migration_files()) + 1))
+
+
+def test_migrations_run_once_and_wal_is_on(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    assert store.migrate() == []
+    assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
+def task(owner: str = "o1", created: float | None = None, **kw: object) -> Task:
+    values: dict[str, object] = {
+        "id": f"tsk_{time.monotonic_ns()}",
+        "owner": owner,
+        "processor": "core",
+        "request": {"input": "x", "processor": "core"},
+        "status": TaskStatus.QUEUED,
+        "created_at": created if created is not None else time.time(),
+    }
+    values.update(kw)
+    return Task(**values)  # type: ignore[arg-type]
+
+
+def event(task_id: str, key: str | None, data: str = "{}") -> AppendEvent:
+    return AppendEvent(task_id, "task_run.progress_msg.plan", Origin.UPSTREAM, data, time.time(), None, key)
+
+
+def test_round_trip_and_dedup(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    t = task()
+    store.apply([PutKey("o1", b"cipher", "abcd", 1.0), InsertTask(t)])
+    got = store.get_task(t.id)
+    assert got == t
+    first = store.apply([event(t.id, "a"), event(t.id, "b"), event(t.id, None), event(t.id, None)])
+    assert [e.dedup_key for e in first] == ["a", "b", None, None]
+    again = store.apply([event(t.id, "a"), event(t.id, "c")])
+    assert [e.dedup_key for e in again] == ["c"]  # only what was really inserted is reported
+    seqs = [e.seq for e in store.events(t.id)]
+    assert seqs == sorted(seqs) and len(seqs) == 5
+    assert store.dedup_keys(t.id) == {"a", "b", "c"}
+    assert store.events(t.id, after_seq=seqs[2]) == store.events(t.id)[3:]
+    store.apply([PatchTask(t.id, {"status": "running", "progress": {"p": 1}, "progress_meter": 5.0})])
+    patched = store.get_task(t.id)
+    assert patched is not None and patched.status == TaskStatus.RUNNING and patched.progress == {"p": 1}
+    store.apply([PatchTask(t.id, {"status": "queued"}, only_if_status=(TaskStatus.COMPLETED,))])
+    still = store.get_task(t.id)
+    assert still is not None and still.status == TaskStatus.RUNNING  # the guard held
+    store.close()
+
+
+def test_list_tasks_newest_first_with_cursor(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    store.apply([PutKey("o1", b"c", "x", 1.0), PutKey("o2", b"c", "y", 1.0)])
+    tasks = [task(created=100.0 + i) for i in range(5)]
+    store.apply([InsertTask(t) for t in tasks] + [InsertTask(task(owner="o2"))])
+    page = store.list_tasks("o1", limit=2)
+    assert [t.created_at for t in page] == [104.0, 103.0]
+    rest = store.list_tasks("o1", limit=10, before=(page[-1].created_at, page[-1].id))
+    assert [t.created_at for t in rest] == [102.0, 101.0, 100.0]
+    assert len(store.list_tasks("o2")) == 1
+    assert store.count_tasks("o1") == {"queued": 5}
+    store.close()
+
+
+def test_leases(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    store.apply([PutKey("o1", b"c", "x", 1.0)])
+    active = [task(created=float(i)) for i in range(3)]
+    done = task(status=TaskStatus.COMPLETED)
+    store.apply([InsertTask(t) for t in [*active, done]])
+    now = time.time()
+    a = store.claim("A", now, 10, 2)
+    assert [t.created_at for t in a] == [2.0, 1.0]  # newest activity first
+    b = store.claim("B", now, 10, 10)
+    assert [t.id for t in b] == [active[0].id]  # the completed one is never claimed
+    assert store.claim("B", now, 10, 10) == []
+    assert store.renew("A", [t.id for t in a] + [active[0].id], now + 20) == {t.id for t in a}
+    taken = store.claim("B", now + 15, 10, 10)  # A's leases (now+20) still hold
+    assert taken == []
+    taken = store.claim("B", now + 25, 10, 10)  # expired: B takes over
+    assert {t.id for t in taken} == {t.id for t in a}
+    store.release("B", [active[0].id])
+    assert store.get_task(active[0].id).lease_owner is None  # type: ignore[union-attr]
+    store.close()
+
+
+def test_expire_submitting(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    store.apply([PutKey("o1", b"c", "x", 1.0)])
+    now = time.time()
+    held = task(status=TaskStatus.SUBMITTING, lease_owner="A", lease_expires=now + 60)
+    stale = task(status=TaskStatus.SUBMITTING, lease_owner="A", lease_expires=now - 1)
+    store.apply([InsertTask(held), InsertTask(stale)])
+    assert store.expire_submitting(now, "check usage") == [stale.id]
+    got = store.get_task(stale.id)
+    assert got is not None and got.status == TaskStatus.SUBMIT_UNKNOWN and got.message == "check usage"
+    store.close()
+
+
+def test_vault_secret_file_is_private_and_stable(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "t.db"
+    vault = KeyVault.open(None, db)
+    secret_file = db.parent / "taskdeck.secret"
+    assert stat.S_IMODE(os.stat(secret_file).st_mode) == 0o600
+    token = vault.encrypt("pk-live-1234")
+    assert b"pk-live" not in token
+    again = KeyVault.open(None, db)
+    assert again.decrypt(token) == "pk-live-1234"
+    assert again.owner("pk-live-1234") == vault.owner("pk-live-1234") != vault.owner("other")
+    assert "pk-live" not in vault.owner("pk-live-1234")
+    assert KeyVault("different").owner("pk-live-1234") != vault.owner("pk-live-1234")
