@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import fast_settings
 
+from conftest import fast_settings
 from taskdeck.engine import Engine
 from taskdeck.engine.ratelimit import KeyLimiter, RateBudget
 

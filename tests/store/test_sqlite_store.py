@@ -107,8 +107,8 @@ def test_leases(tmp_path: Path) -> None:
     assert [t.id for t in b] == [active[0].id]  # the completed one is never claimed
     assert store.claim("B", now, 10, 10) == []
     assert store.renew("A", [t.id for t in a] + [active[0].id], now + 20) == {t.id for t in a}
-    taken = store.claim("B", now + 15, 10, 10)  # A's leases (now+20) still hold
-    assert taken == []
+    taken = store.claim("B", now + 15, 10, 10)  # A's leases (now+20) still hold; B's own expired
+    assert [t.id for t in taken] == [active[0].id]
     taken = store.claim("B", now + 25, 10, 10)  # expired: B takes over
     assert {t.id for t in taken} == {t.id for t in a}
     store.release("B", [active[0].id])
