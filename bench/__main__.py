@@ -6,10 +6,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import emulator_streams
+from bench import emulator_streams, engine_ingest
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], Any]] = {
     "emulator-streams": emulator_streams.run,
+    "engine-ingest": engine_ingest.run,
 }
 
 

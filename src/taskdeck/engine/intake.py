@@ -18,7 +18,7 @@ from taskdeck.store.sqlite import SqliteStore
 from taskdeck.taskspec import check_run_input
 from taskdeck.vault import KeyVault
 
-__all__ = ["IntakeError", "enqueue", "new_task", "validate_request"]
+__all__ = ["IntakeError", "enqueue", "enqueue_many", "new_task", "validate_request"]
 
 
 class IntakeError(Exception):
@@ -80,15 +80,19 @@ def new_task(
 
 def enqueue(settings: Settings, api_key: str, request: Any) -> Task:
     """Store a pending task (and the encrypted key) for an engine process to submit."""
+    return enqueue_many(settings, api_key, [request])[0]
+
+
+def enqueue_many(settings: Settings, api_key: str, requests: list[Any]) -> list[Task]:
+    """Store pending tasks in one transaction; all or none (every request is checked first)."""
     if not api_key.strip():
         raise IntakeError(401, "An API key is required (set PARALLEL_API_KEY or pass --api-key).")
-    request, processor = validate_request(request)
     vault = KeyVault.open(settings.secret_key, settings.db_path)
     owner = vault.owner(api_key)
-    task = new_task(owner, request, processor)
+    tasks = [new_task(owner, *validate_request(r)) for r in requests]
     store = SqliteStore(settings.db_path)
     try:
-        store.apply([PutKey(owner, vault.encrypt(api_key), api_key[-4:], time.time()), InsertTask(task)])
+        store.apply([PutKey(owner, vault.encrypt(api_key), api_key[-4:], time.time()), *map(InsertTask, tasks)])
     finally:
         store.close()
-    return task
+    return tasks

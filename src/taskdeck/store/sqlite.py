@@ -133,27 +133,40 @@ class SqliteStore:
     def apply(self, writes: Sequence[Write]) -> list[Event]:
         inserted: list[Event] = []
         with self._tx() as conn:
-            pending: list[AppendEvent] = []
+            # Events and unguarded patches are gathered and written together: a follower patches
+            # its task on every event, and one UPDATE per task per batch is enough. Anything else
+            # (a new task, a guarded patch, a key) first flushes what was gathered, keeping order.
+            events: list[AppendEvent] = []
+            patches: dict[str, dict[str, Any]] = {}
+
+            def flush() -> None:
+                nonlocal events
+                if events:
+                    inserted.extend(self._append(conn, events))
+                    events = []
+                for task_id, changes in patches.items():
+                    self._patch(conn, PatchTask(task_id, changes))
+                patches.clear()
+
             for write in writes:
                 if isinstance(write, AppendEvent):
-                    pending.append(write)
-                    continue
-                if pending:
-                    inserted += self._append(conn, pending)
-                    pending = []
-                if isinstance(write, PatchTask):
-                    self._patch(conn, write)
-                elif isinstance(write, InsertTask):
-                    self._insert_task(conn, write.task)
-                elif isinstance(write, PutKey):
-                    conn.execute(
-                        "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) VALUES (?,?,?,?,?) "
-                        "ON CONFLICT(owner) DO UPDATE SET ciphertext=excluded.ciphertext, last4=excluded.last4, "
-                        "updated_at=excluded.updated_at",
-                        (write.owner, write.ciphertext, write.last4, write.at, write.at),
-                    )
-            if pending:
-                inserted += self._append(conn, pending)
+                    events.append(write)
+                elif isinstance(write, PatchTask) and write.only_if_status is None:
+                    patches.setdefault(write.task_id, {}).update(write.changes)
+                else:
+                    flush()
+                    if isinstance(write, PatchTask):
+                        self._patch(conn, write)
+                    elif isinstance(write, InsertTask):
+                        self._insert_task(conn, write.task)
+                    elif isinstance(write, PutKey):
+                        conn.execute(
+                            "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) "
+                            "VALUES (?,?,?,?,?) ON CONFLICT(owner) DO UPDATE SET ciphertext=excluded.ciphertext, "
+                            "last4=excluded.last4, updated_at=excluded.updated_at",
+                            (write.owner, write.ciphertext, write.last4, write.at, write.at),
+                        )
+            flush()
         return inserted
 
     def _append(self, conn: sqlite3.Connection, rows: list[AppendEvent]) -> list[Event]:

@@ -1,0 +1,129 @@
+"""Ingest: events persisted per second through the engine's writer, against raw sqlite3.
+
+Both sides write the same event rows into the same kind of file (WAL,
+synchronous=NORMAL). The baseline is one ``executemany`` per 5,000 rows; the
+engine side goes through :class:`~taskdeck.engine.writer.Writer` with what a
+follower enqueues per event (the event, plus the task's ``last_event_at``
+patch), from many concurrent producers, and counts an event only once its
+commit is confirmed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import table, write_result
+from taskdeck.engine.feed import Feed
+from taskdeck.engine.writer import Writer
+from taskdeck.models import Origin, Task, TaskStatus
+from taskdeck.store import AppendEvent, InsertTask, PatchTask, PutKey, SqliteStore
+
+
+def _rows(n_tasks: int, n_events: int) -> list[tuple[str, str, str, str]]:
+    out = []
+    for i in range(n_events):
+        task = f"tsk_{i % n_tasks:024d}"
+        stamp = f"2026-11-28T12:00:{i % 60:02d}.{i:06d}Z"
+        data = json.dumps(
+            {"type": "task_run.progress_msg.search", "message": f"Searching for item {i} in filings", "timestamp": stamp},
+            separators=(",", ":"),
+        )
+        out.append((task, data, stamp, f"msg:{i:040x}"))
+    return out
+
+
+def _tasks(n_tasks: int) -> list[Task]:
+    return [
+        Task(
+            id=f"tsk_{i:024d}",
+            owner="bench-owner",
+            processor="core",
+            request={"input": "x", "processor": "core"},
+            status=TaskStatus.RUNNING,
+            created_at=time.time(),
+        )
+        for i in range(n_tasks)
+    ]
+
+
+def baseline(path: Path, rows: list[tuple[str, str, str, str]]) -> float:
+    """Raw sqlite3: same table and indexes, executemany in batches of 5,000."""
+    store = SqliteStore(path)  # same schema and indexes
+    store.apply([PutKey("bench-owner", b"x", "x", 0.0), *map(InsertTask, _tasks(len({r[0] for r in rows})))])
+    store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    started = time.perf_counter()
+    now = time.time()
+    for i in range(0, len(rows), 5000):
+        chunk = rows[i : i + 5000]
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO events (task_id, type, origin, data, received_at, upstream_ts, dedup_key) "
+            "VALUES (?, 'task_run.progress_msg.search', 'upstream', ?, ?, ?, ?)",
+            [(t, d, now, s, k) for t, d, s, k in chunk],
+        )
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return len(rows) / elapsed
+
+
+async def through_writer(path: Path, rows: list[tuple[str, str, str, str]], producers: int) -> dict[str, Any]:
+    store = SqliteStore(path)
+    tasks = _tasks(len({r[0] for r in rows}))
+    store.apply([PutKey("bench-owner", b"x", "x", 0.0), *map(InsertTask, tasks)])
+    writer = Writer(store, Feed())
+    writer.start()
+    share = [rows[i::producers] for i in range(producers)]
+
+    async def produce(mine: list[tuple[str, str, str, str]]) -> None:
+        for task_id, data, stamp, key in mine:
+            now = time.time()
+            await writer.put(
+                AppendEvent(task_id, "task_run.progress_msg.search", Origin.UPSTREAM, data, now, stamp, key), "bench-owner"
+            )
+            await writer.put(PatchTask(task_id, {"last_event_at": now}), "bench-owner")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(produce(m) for m in share))
+    await writer.drain()
+    elapsed = time.perf_counter() - started
+    stored = store._conn().execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    await writer.close()
+    store.close()
+    return {"events_per_second": len(rows) / elapsed, "stored": stored, "commits": writer.commits}
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench engine-ingest", description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--tasks", type=int, default=1_000)
+    parser.add_argument("--producers", type=int, default=1_000, help="concurrent coroutines enqueuing events")
+    args = parser.parse_args(argv)
+    rows = _rows(args.tasks, args.events)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = baseline(Path(tmp) / "raw.db", rows)
+        ours = asyncio.run(through_writer(Path(tmp) / "engine.db", rows, args.producers))
+    assert ours["stored"] == args.events, "events were lost"
+    result = {
+        "events": args.events,
+        "tasks": args.tasks,
+        "producers": args.producers,
+        "raw_executemany_events_per_second": round(base),
+        "engine_writer_events_per_second": round(ours["events_per_second"]),
+        "ratio": round(ours["events_per_second"] / base, 3),
+        "engine_commits": ours["commits"],
+        "bar": ">= 0.5",
+    }
+    print(table("engine: ingest vs raw sqlite3 executemany", list(result.items())))
+    print(f"wrote {write_result('engine_ingest', result)}")
+    return result
