@@ -6,11 +6,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import emulator_streams, engine_ingest
+from bench import emulator_streams, engine_ingest, engine_runs
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], Any]] = {
     "emulator-streams": emulator_streams.run,
     "engine-ingest": engine_ingest.run,
+    "engine-runs": engine_runs.run,
 }
 
 

@@ -124,6 +124,9 @@ def worker(db: DbOption = None, base_url: BaseUrlOption = None) -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per upstream request would cost more than following the runs; keep warnings only.
+    for noisy in ("httpx", "httpcore", "parallel"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = _settings(db, base_url)
     asyncio.run(_run_worker(settings))
 

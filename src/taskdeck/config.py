@@ -100,7 +100,9 @@ class Settings:
         default="",
         metadata={"help": "Parallel API base URL; default: $PARALLEL_BASE_URL, else https://api.parallel.ai."},
     )
-    http_transport: str = field(default="httpx", metadata={"help": "SDK transport: httpx or aiohttp."})
+    http_transport: str = field(
+        default="aiohttp", metadata={"help": "SDK transport: aiohttp (measured faster with many streams) or httpx."}
+    )
     rate_limit_per_minute: int = field(default=2000, metadata={"help": "Upstream requests per API key per minute."})
     rate_limit_scope: str = field(
         default="all", metadata={"help": "What the rate budget counts: 'all' requests or only run 'creates'."}

@@ -504,6 +504,7 @@ async def emulator_run(request: Request) -> Response:
             "key_label": key_label(run.key),
             "status": run.status_at(run.elapsed()),
             "ends_in_seconds": round(run.created_mono + run.ends_at - time.monotonic(), 3),
+            "duration_seconds": round(run.ends_at / state.settings.time_scale, 3),
             "events_enabled": run.events_enabled,
             "directives": run.directives.source,
             "timeline": run.timeline(),
@@ -537,6 +538,9 @@ class MetricsMiddleware:
                     km = self.state.metrics.key(key)
                     km.record(scope.get("emulator_route", "unmatched"), started)
                     km.by_status[int(message["status"])] += 1
+                    run_id = scope.get("path_params", {}).get("run_id")
+                    if run_id in self.state.runs:
+                        self.state.metrics.stream(self.state.metrics.runs, run_id).requests += 1
             await send(message)
 
         await self.app(scope, receive, send_wrapper)

@@ -28,6 +28,7 @@ class StreamMetrics:
     open: int = 0
     total: int = 0
     max_open: int = 0
+    requests: int = 0  # every request naming this run (streams, GETs), for request-economy checks
 
     def opened(self) -> None:
         self.open += 1
@@ -38,7 +39,12 @@ class StreamMetrics:
         self.open -= 1
 
     def to_json(self) -> dict[str, int]:
-        return {"open_streams": self.open, "total_streams": self.total, "max_open_streams": self.max_open}
+        return {
+            "open_streams": self.open,
+            "total_streams": self.total,
+            "max_open_streams": self.max_open,
+            "requests": self.requests,
+        }
 
 
 @dataclass(slots=True)

@@ -16,7 +16,9 @@ import os
 import secrets
 import socket
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from taskdeck.config import Settings
 from taskdeck.engine.feed import Feed
@@ -34,6 +36,7 @@ from taskdeck.vault import KeyVault
 __all__ = ["Engine", "EngineError"]
 
 log = logging.getLogger("taskdeck.engine")
+T = TypeVar("T")
 SUBMIT_UNKNOWN_MESSAGE = (
     "Taskdeck stopped while creating this run, so it cannot tell whether Parallel created it "
     "(and bills for it). Check your Parallel usage, then resubmit if no run exists."
@@ -62,6 +65,14 @@ class Engine:
         self._tick: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
         self._started = False
+        # Store calls run on this pool, not asyncio's default one, so that stop() can wait for
+        # every call in flight before it closes the connections (closing under a running query
+        # crashes sqlite3).
+        self._db_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="taskdeck-db")
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store call on the engine's database threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._db_pool, fn, *args)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -90,8 +101,9 @@ class Engine:
         # Leases go last, after the writes: a follower elsewhere must find our events stored.
         held = list(self.followers)
         if held:
-            await asyncio.to_thread(self.store.release, self.holder, held)
+            await self.db(self.store.release, self.holder, held)
         await self.upstream.close()
+        await asyncio.get_running_loop().run_in_executor(None, self._db_pool.shutdown, True)
         self.store.close()
 
     async def _tick_loop(self) -> None:
@@ -106,14 +118,14 @@ class Engine:
         now = time.time()
         ttl = self.settings.lease_ttl
         if self.followers:
-            held = await asyncio.to_thread(self.store.renew, self.holder, list(self.followers), now + ttl)
+            held = await self.db(self.store.renew, self.holder, list(self.followers), now + ttl)
             for task_id in list(self.followers):
                 if task_id not in held:
                     log.warning("lost the lease of %s; another process follows it now", task_id)
                     self._drop(task_id)
-        await asyncio.to_thread(self.store.expire_submitting, now, SUBMIT_UNKNOWN_MESSAGE)
+        await self.db(self.store.expire_submitting, now, SUBMIT_UNKNOWN_MESSAGE)
         room = self.settings.max_followers - len(self.followers)
-        claimed = await asyncio.to_thread(self.store.claim, self.holder, now, ttl, room)
+        claimed = await self.db(self.store.claim, self.holder, now, ttl, room)
         for task in claimed:
             await self._start_follower(task)
         stale = time.monotonic() - self.settings.status_poll_after
@@ -127,7 +139,7 @@ class Engine:
     async def _api_key(self, owner: str) -> str | None:
         key = self._keys.get(owner)
         if key is None:
-            token = await asyncio.to_thread(self.store.get_key, owner)
+            token = await self.db(self.store.get_key, owner)
             if token is None:
                 return None
             key = self._keys[owner] = self.vault.decrypt(token)
@@ -158,7 +170,7 @@ class Engine:
         self.followers.pop(task_id, None)
         self._tasks.pop(task_id, None)
         if follower.status.is_terminal:
-            await asyncio.to_thread(self.store.release, self.holder, [task_id])
+            await self.db(self.store.release, self.holder, [task_id])
 
     def _drop(self, task_id: str) -> None:
         follower = self.followers.pop(task_id, None)
@@ -184,7 +196,7 @@ class Engine:
         owner = self.vault.owner(api_key)
         request = dict(request)
         if follow_up_of is not None:
-            parent = await asyncio.to_thread(self.store.get_task, follow_up_of)
+            parent = await self.db(self.store.get_task, follow_up_of)
             if parent is None or parent.owner != owner:
                 raise IntakeError(404, f"follow_up_of: no task {follow_up_of!r} for this API key")
             if not parent.interaction_id:
@@ -202,7 +214,7 @@ class Engine:
     async def track(self, api_key: str, run_id: str) -> Task:
         """Adopt a run created elsewhere and follow it from its current state."""
         owner = await self.remember_key(api_key)
-        existing = await asyncio.to_thread(self.store.get_task_by_run, run_id)
+        existing = await self.db(self.store.get_task_by_run, run_id)
         if existing is not None:
             if existing.owner != owner:
                 raise IntakeError(404, f"run_id: {run_id!r} is not a run of this API key")
@@ -241,7 +253,7 @@ class Engine:
     async def resubmit(self, api_key: str, task_id: str) -> Task:
         """Send a ``submit_unknown``, ``rejected`` or ``failed`` task again, as a fresh run."""
         owner = self.vault.owner(api_key)
-        task = await asyncio.to_thread(self.store.get_task, task_id)
+        task = await self.db(self.store.get_task, task_id)
         if task is None or task.owner != owner:
             raise IntakeError(404, f"no task {task_id!r} for this API key")
         if not task.status.can_resubmit:
@@ -268,7 +280,7 @@ class Engine:
             ],
             owner,
         )
-        fresh = await asyncio.to_thread(self.store.get_task, task.id)
+        fresh = await self.db(self.store.get_task, task.id)
         if fresh is None or fresh.status != TaskStatus.PENDING or fresh.lease_owner != self.holder:
             raise IntakeError(409, "the task changed meanwhile; reload it")
         await self._start_follower(fresh)

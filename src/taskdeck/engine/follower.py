@@ -134,7 +134,7 @@ class Follower:
     async def run(self) -> None:
         if self.status == TaskStatus.PENDING and not await self._submit():
             return
-        self.seen = await asyncio.to_thread(self.engine.store.dedup_keys, self.task.id)
+        self.seen = await self.engine.db(self.engine.store.dedup_keys, self.task.id)
         await self._follow()
 
     # -- submit ------------------------------------------------------------------

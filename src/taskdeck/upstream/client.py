@@ -95,11 +95,17 @@ class Upstream:
     def __init__(self, base_url: str, budget: RateBudget, *, transport: str = "httpx") -> None:
         self.base_url = base_url
         self.budget = budget
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=1000)
+        # Every followed run holds a connection, so the pools must not cap them (the SDK's
+        # default is 100). aiohttp reads 0 as "no limit"; httpx reads None.
+        timeout = httpx.Timeout(60.0, connect=10.0)
         self._http: httpx.AsyncClient = (
-            DefaultAioHttpClient(timeout=httpx.Timeout(60.0, connect=10.0))
+            DefaultAioHttpClient(
+                timeout=timeout, limits=httpx.Limits(max_connections=0, max_keepalive_connections=1000)
+            )
             if transport == "aiohttp"
-            else DefaultAsyncHttpxClient(timeout=httpx.Timeout(60.0, connect=10.0), limits=limits)
+            else DefaultAsyncHttpxClient(
+                timeout=timeout, limits=httpx.Limits(max_connections=None, max_keepalive_connections=1000)
+            )
         )
         self._clients: dict[str, AsyncParallel] = {}
         self.requests = 0  # upstream requests sent (for metrics and benchmarks)
