@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from conftest import assert_exactly_once, fast_settings, wait_terminal
 from taskdeck.emulator import BackgroundEmulator
-from taskdeck.engine import Engine
+from taskdeck.engine import Engine, TaskChange
 from taskdeck.engine.intake import IntakeError
 from taskdeck.models import Origin, TaskStatus
 
@@ -198,5 +199,43 @@ async def test_polling_fallback_and_back_to_streaming(tmp_path: Path, recording_
         assert "taskdeck.streaming_resumed" in types, str([t for t in types if t.startswith("taskdeck")])
         assert types.index("taskdeck.polling") < types.index("taskdeck.streaming_resumed")
         assert_exactly_once(engine, recording_emulator.url, task.id)
+    finally:
+        await engine.stop()
+
+
+async def test_two_hour_run_with_many_stream_lifetimes(tmp_path: Path, make_emulator: Any) -> None:
+    """ultra8x runs last up to 2 h: about 13 connections of 570 s, all stitched together."""
+    emu = make_emulator(time_scale=0.001, record_sent=True)  # 7.2 s run, 0.57 s streams
+    engine = Engine(fast_settings(tmp_path / "long.db", emu.url))
+    await engine.start()
+    try:
+        task = await engine.submit(KEY, request(1, processor="ultra8x", duration=7200))
+        await wait_terminal(engine, [task.id], timeout=120)
+        assert_exactly_once(engine, emu.url, task.id)
+        connects = stored_types(engine, task.id).count("taskdeck.stream_connected")
+        assert connects >= 12
+        stored = engine.store.get_task(task.id)
+        assert stored is not None and stored.status == TaskStatus.COMPLETED
+    finally:
+        await engine.stop()
+
+
+async def test_status_is_polled_when_no_stream_reports_it(tmp_path: Path, make_emulator: Any) -> None:
+    """Without events, queued -> running is never pushed: the engine GETs the run once in a while."""
+    emu = make_emulator(time_scale=1.0)  # queued for 0.5-3 s, as planned by the emulator
+    engine = Engine(fast_settings(tmp_path / "q.db", emu.url, status_poll_after=0.5, stream_read_timeout=30))
+    await engine.start()
+    try:
+        body = {**request(1, processor="lite", duration=4000), "enable_events": False}
+        task = await engine.submit(KEY, body)
+        with engine.feed.subscribe(task_id=task.id) as sub:
+            async with asyncio.timeout(15):
+                while True:
+                    item = await sub.queue.get()
+                    if isinstance(item, TaskChange) and item.changes.get("status") == "running":
+                        break
+        routes = httpx.get(f"{emu.url}/_emulator/stats?runs=false").json()["keys"]
+        (counters,) = routes.values()
+        assert counters["by_route"].get("retrieve_run", 0) >= 1
     finally:
         await engine.stop()
