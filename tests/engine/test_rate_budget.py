@@ -63,3 +63,28 @@ async def test_emulator_never_sees_more_than_the_budget(tmp_path: Path, make_emu
     assert counters["max_requests_per_minute"] <= 20
     assert counters["max_requests_per_minute"] >= 15  # the budget, not something else, was the limit
     assert counters["by_status"].get("429", 0) == 0
+
+
+async def test_requests_of_other_processes_count_against_the_window() -> None:
+    limiter = KeyLimiter(5, window=1.0)
+    now = int(time.time())
+    limiter.external = {now: 5}  # another process spent the whole budget this second
+    started = time.monotonic()
+    await limiter.acquire()
+    assert time.monotonic() - started >= 0.5  # had to wait for those to leave the window
+
+
+def test_usage_round_trips_through_the_store(tmp_path: Path) -> None:
+    from taskdeck.store import SqliteStore
+
+    store = SqliteStore(tmp_path / "u.db")
+    now = time.time()
+    store.put_usage("A", {"owner1": {100: 3, 101: 2}}, now)
+    store.put_usage("B", {"owner1": {100: 1}, "owner2": {5: 7}}, now)
+    assert store.get_usage(now - 70, "C") == {"owner1": {100: 4, 101: 2}, "owner2": {5: 7}}
+    assert store.get_usage(now - 70, "A") == {"owner1": {100: 1}, "owner2": {5: 7}}
+    assert store.get_usage(now + 1, "C") == {}
+    budget = RateBudget(10, "all")
+    budget.set_external(store.get_usage(now - 70, "A"))
+    assert budget.limiter("owner2").external == {5: 7}
+    store.close()

@@ -117,6 +117,9 @@ class Engine:
     async def _heartbeat(self) -> None:
         now = time.time()
         ttl = self.settings.lease_ttl
+        # Share the rate budget first: what we spent, what others (or a dead predecessor) spent.
+        await self.db(self.store.put_usage, self.holder, self.budget.usage(), now)
+        self.budget.set_external(await self.db(self.store.get_usage, now - 70.0, self.holder))
         if self.followers:
             held = await self.db(self.store.renew, self.holder, list(self.followers), now + ttl)
             for task_id in list(self.followers):

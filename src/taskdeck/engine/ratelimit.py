@@ -2,7 +2,10 @@
 
 A window is 60 s plus a small margin (request send times here and arrival times
 there differ by the network), and no request is sent while the window is full.
-A 429 pauses the key until its ``Retry-After``.
+A 429 pauses the key until its ``Retry-After``. Requests other processes made
+with the same key (reported through the store at each heartbeat, and a killed
+predecessor's last report) count against the window too, so a restart or a
+second process does not double the budget. Wall-clock time, since it is shared.
 """
 
 from __future__ import annotations
@@ -18,35 +21,58 @@ MARGIN = 0.5
 
 
 class KeyLimiter:
-    """At most ``limit`` acquisitions in any ``window + MARGIN`` seconds (the window is 60 s but in tests)."""
+    """At most ``limit`` requests (ours plus ``external`` ones) in any ``window + MARGIN`` seconds."""
 
     def __init__(self, limit: int, window: float = WINDOW) -> None:
         self.limit = limit
         self.window = window + MARGIN
         self._sent: deque[float] = deque()
+        self.external: dict[int, int] = {}  # unix second -> requests other processes made then
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
-        self.waited = 0.0  # seconds callers spent waiting for budget (for metrics)
 
     def pause(self, seconds: float) -> None:
         """Send nothing for ``seconds`` (after a 429)."""
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        self._paused_until = max(self._paused_until, time.time() + seconds)
+
+    def _external_in_window(self, now: float) -> tuple[int, float | None]:
+        """Requests of others still in the window, and when the oldest of them leaves it."""
+        start = now - self.window
+        count = 0
+        oldest: float | None = None
+        for second, n in self.external.items():
+            if second + 1 > start:  # the bucket [second, second + 1) overlaps the window
+                count += n
+                oldest = second + 1.0 if oldest is None else min(oldest, second + 1.0)
+        return count, oldest
 
     async def acquire(self) -> None:
         # The lock makes waiters queue in order, so a burst drains first come, first served.
         async with self._lock:
             while True:
-                now = time.monotonic()
+                now = time.time()
                 while self._sent and self._sent[0] <= now - self.window:
                     self._sent.popleft()
+                ext, ext_oldest = self._external_in_window(now)
                 wait = self._paused_until - now
-                if len(self._sent) >= self.limit:
-                    wait = max(wait, self._sent[0] + self.window - now)
+                if len(self._sent) + ext >= self.limit:
+                    frees = [t + self.window for t in ([self._sent[0]] if self._sent else [])]
+                    if ext_oldest is not None:
+                        frees.append(ext_oldest + self.window)
+                    wait = max(wait, min(frees) - now if frees else 1.0)
                 if wait <= 0:
                     self._sent.append(now)
                     return
-                self.waited += wait
                 await asyncio.sleep(wait)
+
+    def usage(self) -> dict[int, int]:
+        """Our requests in the window, per unix second (what other processes need to know)."""
+        buckets: dict[int, int] = {}
+        cutoff = time.time() - self.window
+        for t in self._sent:
+            if t > cutoff:
+                buckets[int(t)] = buckets.get(int(t), 0) + 1
+        return buckets
 
 
 class RateBudget:
@@ -69,3 +95,15 @@ class RateBudget:
 
     def pause(self, owner: str, seconds: float) -> None:
         self.limiter(owner).pause(seconds)
+
+    def usage(self) -> dict[str, dict[int, int]]:
+        """Our per-second request counts by owner, for the store."""
+        return {owner: b for owner, lim in self._limiters.items() if (b := lim.usage())}
+
+    def set_external(self, usage: dict[str, dict[int, int]]) -> None:
+        """Replace what other processes reported (a key nobody else uses gets nothing)."""
+        for owner, lim in self._limiters.items():
+            lim.external = usage.get(owner, {})
+        for owner, buckets in usage.items():
+            if owner not in self._limiters:
+                self.limiter(owner).external = buckets

@@ -51,3 +51,14 @@ CREATE TABLE events (
 CREATE INDEX events_task_seq ON events(task_id, seq);
 -- Every distinct upstream event is stored once; our own events have no key (NULLs never collide).
 CREATE UNIQUE INDEX events_dedup ON events(task_id, dedup_key);
+
+-- Upstream requests per key per second, as each process last reported them at its heartbeat.
+-- Lets a restarted process, or several processes sharing one key, stay inside one rate budget.
+
+CREATE TABLE rate_usage (
+    owner       TEXT NOT NULL,
+    holder      TEXT NOT NULL,             -- the process that made the requests
+    buckets     TEXT NOT NULL,             -- JSON {"<unix second>": count} for the last minute
+    updated_at  REAL NOT NULL,
+    PRIMARY KEY (owner, holder)
+);

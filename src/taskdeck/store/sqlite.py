@@ -285,6 +285,27 @@ class SqliteStore:
             params.append(owner)
         return {r[0]: r[1] for r in self._conn().execute(sql + " GROUP BY status", params)}
 
+    # -- rate usage --------------------------------------------------------------
+    def put_usage(self, holder: str, usage: dict[str, dict[int, int]], now: float) -> None:
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT INTO rate_usage (owner, holder, buckets, updated_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(owner, holder) DO UPDATE SET buckets=excluded.buckets, updated_at=excluded.updated_at",
+                [(owner, holder, _json({str(k): v for k, v in b.items()}), now) for owner, b in usage.items()],
+            )
+            conn.execute("DELETE FROM rate_usage WHERE updated_at < ?", (now - 300,))
+
+    def get_usage(self, since: float, exclude_holder: str) -> dict[str, dict[int, int]]:
+        out: dict[str, dict[int, int]] = {}
+        rows = self._conn().execute(
+            "SELECT owner, buckets FROM rate_usage WHERE updated_at >= ? AND holder != ?", (since, exclude_holder)
+        )
+        for owner, buckets in rows:
+            merged = out.setdefault(owner, {})
+            for second, count in json.loads(buckets).items():
+                merged[int(second)] = merged.get(int(second), 0) + int(count)
+        return out
+
     # -- leases ------------------------------------------------------------------
     def claim(self, holder: str, now: float, ttl: float, limit: int) -> list[Task]:
         if limit <= 0:
