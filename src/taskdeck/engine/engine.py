@@ -36,6 +36,7 @@ from taskdeck.vault import KeyVault
 __all__ = ["Engine", "EngineError"]
 
 log = logging.getLogger("taskdeck.engine")
+USAGE_REPORT_INTERVAL = 1.0
 T = TypeVar("T")
 SUBMIT_UNKNOWN_MESSAGE = (
     "Taskdeck stopped while creating this run, so it cannot tell whether Parallel created it "
@@ -63,6 +64,7 @@ class Engine:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._keys: dict[str, str] = {}
         self._tick: asyncio.Task[None] | None = None
+        self._usage: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
         self._started = False
         # Store calls run on this pool, not asyncio's default one, so that stop() can wait for
@@ -80,13 +82,15 @@ class Engine:
         self.writer.start()
         await self._heartbeat()
         self._tick = asyncio.create_task(self._tick_loop(), name="taskdeck-heartbeat")
+        self._usage = asyncio.create_task(self._usage_loop(), name="taskdeck-rate-usage")
         self._started = True
 
     async def stop(self, grace: float = 8.0) -> None:
         """Close streams, flush writes, release leases. Bounded by ``grace`` seconds in all."""
         deadline = time.monotonic() + grace
-        if self._tick is not None:
-            self._tick.cancel()
+        for loop_task in (self._tick, self._usage):
+            if loop_task is not None:
+                loop_task.cancel()
         for follower in self.followers.values():
             follower.stop()
         tasks = [*self._tasks.values(), *self._checks]
@@ -114,11 +118,23 @@ class Engine:
             except Exception:
                 log.exception("heartbeat failed")
 
+    async def _usage_loop(self) -> None:
+        """Report our spending every second, so a crash loses at most a second of it."""
+        reported: dict[str, dict[int, int]] = {}
+        while True:
+            await asyncio.sleep(USAGE_REPORT_INTERVAL)
+            usage = self.budget.usage()
+            if usage != reported:
+                try:
+                    await self.db(self.store.put_usage, self.holder, usage, time.time())
+                    reported = usage
+                except Exception:
+                    log.exception("could not record rate usage")
+
     async def _heartbeat(self) -> None:
         now = time.time()
         ttl = self.settings.lease_ttl
-        # Share the rate budget first: what we spent, what others (or a dead predecessor) spent.
-        await self.db(self.store.put_usage, self.holder, self.budget.usage(), now)
+        # Learn the rate budget others (or a dead predecessor) spent before claiming anything.
         self.budget.set_external(await self.db(self.store.get_usage, now - 70.0, self.holder))
         if self.followers:
             held = await self.db(self.store.renew, self.holder, list(self.followers), now + ttl)
