@@ -9,7 +9,7 @@ nothing is lost to model coercion.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -129,53 +129,49 @@ class Upstream:
             self.budget.pause(owner, err.retry_after if err.retry_after is not None else 5.0)
         return err
 
+    async def _call(self, owner: str, send: Callable[[], Awaitable[Any]], *, creates: bool = False) -> dict[str, Any]:
+        """Take the budget, make one SDK call with a raw response, return its JSON; classify failures."""
+        await self._send(owner, creates=creates)
+        try:
+            return await self._json(await send())
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise self._note_429(owner, _classify(exc)) from exc
+
     async def create_run(self, owner: str, api_key: str, request: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/tasks/runs; the TaskRun as sent."""
         kwargs = {k: request[k] for k in CREATE_FIELDS if request.get(k) is not None}
         extra = {k: v for k, v in request.items() if k not in CREATE_FIELDS and v is not None}
-        await self._send(owner, creates=True)
-        try:
-            raw = await self._client(api_key).task_run.with_raw_response.create(
-                **kwargs, betas=betas_for(request), extra_body=extra or None
-            )
-            return await self._json(raw)
-        except Exception as exc:
-            raise self._note_429(owner, _classify(exc)) from exc
+        runs = self._client(api_key).task_run.with_raw_response
+        return await self._call(
+            owner, lambda: runs.create(**kwargs, betas=betas_for(request), extra_body=extra or None), creates=True
+        )
 
     async def retrieve(self, owner: str, api_key: str, run_id: str) -> dict[str, Any]:
         """GET /v1/tasks/runs/{id}."""
-        await self._send(owner)
-        try:
-            raw = await self._client(api_key).task_run.with_raw_response.retrieve(run_id)
-            return await self._json(raw)
-        except Exception as exc:
-            raise self._note_429(owner, _classify(exc)) from exc
+        runs = self._client(api_key).task_run.with_raw_response
+        return await self._call(owner, lambda: runs.retrieve(run_id))
 
     async def retrieve_input(self, owner: str, api_key: str, run_id: str) -> dict[str, Any]:
         """GET /v1/tasks/runs/{id}/input: the request as Parallel received it (null fields left out)."""
-        await self._send(owner)
-        try:
-            raw = await self._client(api_key).task_run.with_raw_response.retrieve_input(run_id)
-            body = await self._json(raw)
-        except Exception as exc:
-            raise self._note_429(owner, _classify(exc)) from exc
+        runs = self._client(api_key).task_run.with_raw_response
+        body = await self._call(owner, lambda: runs.retrieve_input(run_id))
         return {k: v for k, v in body.items() if v is not None}
 
     async def result(
         self, owner: str, api_key: str, run_id: str, wait: float, betas: list[str]
     ) -> dict[str, Any] | None:
         """GET /result?timeout=wait; None when the run is still active (408)."""
-        await self._send(owner)
+        runs = self._client(api_key).task_run.with_raw_response
         try:
-            raw = await self._client(api_key).task_run.with_raw_response.result(
-                run_id, api_timeout=int(wait), betas=betas, timeout=wait + 30.0
+            return await self._call(
+                owner, lambda: runs.result(run_id, api_timeout=int(wait), betas=betas, timeout=wait + 30.0)
             )
-            return await self._json(raw)
-        except Exception as exc:
-            err = self._note_429(owner, _classify(exc))
+        except UpstreamError as err:
             if err.status == 408:
                 return None
-            raise err from exc
+            raise
 
     @asynccontextmanager
     async def events(
