@@ -32,7 +32,11 @@ def _rows(n_tasks: int, n_events: int) -> list[tuple[str, str, str, str]]:
         task = f"tsk_{i % n_tasks:024d}"
         stamp = f"2026-11-28T12:00:{i % 60:02d}.{i:06d}Z"
         data = json.dumps(
-            {"type": "task_run.progress_msg.search", "message": f"Searching for item {i} in filings", "timestamp": stamp},
+            {
+                "type": "task_run.progress_msg.search",
+                "message": f"Searching for item {i} in filings",
+                "timestamp": stamp,
+            },
             separators=(",", ":"),
         )
         out.append((task, data, stamp, f"msg:{i:040x}"))
@@ -89,7 +93,8 @@ async def through_writer(path: Path, rows: list[tuple[str, str, str, str]], prod
         for task_id, data, stamp, key in mine:
             now = time.time()
             await writer.put(
-                AppendEvent(task_id, "task_run.progress_msg.search", Origin.UPSTREAM, data, now, stamp, key), "bench-owner"
+                AppendEvent(task_id, "task_run.progress_msg.search", Origin.UPSTREAM, data, now, stamp, key),
+                "bench-owner",
             )
             await writer.put(PatchTask(task_id, {"last_event_at": now}), "bench-owner")
 

@@ -120,7 +120,11 @@ def concurrency(args: argparse.Namespace) -> dict[str, Any]:
         )
         attach = _wait(lambda: _stats(emu.url)["open_streams"] >= args.runs, 600)
         ps = psutil.Process(worker.pid)
-        cpu0, seq0, h0 = sum(ps.cpu_times()[:2]), _db_count(db, "SELECT COALESCE(MAX(seq),0) FROM events"), time.monotonic()
+        cpu0, seq0, h0 = (
+            sum(ps.cpu_times()[:2]),
+            _db_count(db, "SELECT COALESCE(MAX(seq),0) FROM events"),
+            time.monotonic(),
+        )
         time.sleep(args.hold)
         held = time.monotonic() - h0
         cpu = (sum(ps.cpu_times()[:2]) - cpu0) / held
