@@ -79,12 +79,18 @@ def test_usage_round_trips_through_the_store(tmp_path: Path) -> None:
 
     store = SqliteStore(tmp_path / "u.db")
     now = time.time()
-    store.put_usage("A", {"owner1": {100: 3, 101: 2}}, now)
-    store.put_usage("B", {"owner1": {100: 1}, "owner2": {5: 7}}, now)
-    assert store.get_usage(now - 70, "C") == {"owner1": {100: 4, 101: 2}, "owner2": {5: 7}}
-    assert store.get_usage(now - 70, "A") == {"owner1": {100: 1}, "owner2": {5: 7}}
-    assert store.get_usage(now + 1, "C") == {}
+    s = int(now)
+    store.put_usage("A", {"owner1": {s: 3, s - 1: 2}}, now)
+    store.put_usage("B", {"owner1": {s: 1}, "owner2": {s: 7}}, now, final=True)
+    reports = store.get_usage(now - 70, "C")
+    assert sorted((r.holder, r.owner, r.final) for r in reports) == [
+        ("A", "owner1", False), ("B", "owner1", True), ("B", "owner2", True),
+    ]  # fmt: skip
+    assert store.get_usage(now + 1, "C") == []
     budget = RateBudget(10, "all")
-    budget.set_external(store.get_usage(now - 70, "A"))
-    assert budget.limiter("owner2").external == {5: 7}
+    budget.set_external(reports, now, 1.0)  # fresh reports: counted as they are
+    assert budget.limiter("owner1").external == {s: 4, s - 1: 2}
+    budget.set_external(reports, now + 5, 1.0)  # A went silent without a final report: it may have spent
+    assert budget.limiter("owner1").external[s + 1] == 10 - 5  # the rest of its budget before it died
+    assert budget.limiter("owner2").external == {s: 7}  # B stopped cleanly: no allowance
     store.close()

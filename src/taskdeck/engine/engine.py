@@ -106,6 +106,9 @@ class Engine:
         held = list(self.followers)
         if held:
             await self.db(self.store.release, self.holder, held)
+        # A final report: whoever follows knows exactly what we spent, with no allowance for a crash.
+        usage = self.budget.usage()
+        await self.db(lambda: self.store.put_usage(self.holder, usage, time.time(), final=True))
         await self.upstream.close()
         await asyncio.get_running_loop().run_in_executor(None, self._db_pool.shutdown, True)
         self.store.close()
@@ -135,7 +138,8 @@ class Engine:
         now = time.time()
         ttl = self.settings.lease_ttl
         # Learn the rate budget others (or a dead predecessor) spent before claiming anything.
-        self.budget.set_external(await self.db(self.store.get_usage, now - 70.0, self.holder))
+        reports = await self.db(self.store.get_usage, now - 70.0, self.holder)
+        self.budget.set_external(reports, now, USAGE_REPORT_INTERVAL)
         if self.followers:
             held = await self.db(self.store.renew, self.holder, list(self.followers), now + ttl)
             for task_id in list(self.followers):

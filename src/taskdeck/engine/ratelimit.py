@@ -14,6 +14,8 @@ import asyncio
 import time
 from collections import deque
 
+from taskdeck.store.base import UsageReport
+
 __all__ = ["KeyLimiter", "RateBudget"]
 
 WINDOW = 60.0
@@ -100,10 +102,26 @@ class RateBudget:
         """Our per-second request counts by owner, for the store."""
         return {owner: b for owner, lim in self._limiters.items() if (b := lim.usage())}
 
-    def set_external(self, usage: dict[str, dict[int, int]]) -> None:
-        """Replace what other processes reported (a key nobody else uses gets nothing)."""
+    def set_external(self, reports: list[UsageReport], now: float, report_interval: float) -> None:
+        """Replace what other processes reported (a key nobody else uses gets nothing).
+
+        A process that stopped reporting without a final report may have died with up to one
+        interval of requests unreported; it may have spent its whole remaining budget then, so
+        that much is counted at the second after its last report.
+        """
+        merged: dict[str, dict[int, int]] = {}
+        for report in reports:
+            buckets = merged.setdefault(report.owner, {})
+            for second, count in report.buckets.items():
+                buckets[second] = buckets.get(second, 0) + count
+            if not report.final and now - report.updated_at > 2 * report_interval:
+                recent = sum(n for s, n in report.buckets.items() if s + 1 > report.updated_at - WINDOW - MARGIN)
+                unknown = max(0, self.limit - recent)
+                if unknown:
+                    second = int(report.updated_at) + 1
+                    buckets[second] = buckets.get(second, 0) + unknown
         for owner, lim in self._limiters.items():
-            lim.external = usage.get(owner, {})
-        for owner, buckets in usage.items():
+            lim.external = merged.get(owner, {})
+        for owner, buckets in merged.items():
             if owner not in self._limiters:
                 self.limiter(owner).external = buckets

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from taskdeck.models import Event, Origin, Task, TaskStatus
 
-__all__ = ["AppendEvent", "InsertTask", "PatchTask", "PutKey", "Store", "Write"]
+__all__ = ["AppendEvent", "InsertTask", "PatchTask", "PutKey", "Store", "UsageReport", "Write"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,17 @@ class AppendEvent:
 
 
 Write = PutKey | InsertTask | PatchTask | AppendEvent
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """One process's upstream requests with one key, per unix second, as of ``updated_at``."""
+
+    owner: str
+    holder: str
+    buckets: dict[int, int]
+    updated_at: float
+    final: bool  # the process stopped cleanly: nothing after this report
 
 
 class Store(Protocol):
@@ -107,10 +118,10 @@ class Store(Protocol):
 
     def count_tasks(self, owner: str | None = None) -> dict[str, int]: ...
 
-    def put_usage(self, holder: str, usage: dict[str, dict[int, int]], now: float) -> None:
+    def put_usage(self, holder: str, usage: dict[str, dict[int, int]], now: float, *, final: bool = False) -> None:
         """Record this process's upstream requests per owner per second (the last minute)."""
         ...
 
-    def get_usage(self, since: float, exclude_holder: str) -> dict[str, dict[int, int]]:
-        """Other processes' recorded requests per owner per second, reported since ``since``."""
+    def get_usage(self, since: float, exclude_holder: str) -> list[UsageReport]:
+        """Other processes' latest reports, made since ``since``."""
         ...

@@ -60,5 +60,6 @@ CREATE TABLE rate_usage (
     holder      TEXT NOT NULL,             -- the process that made the requests
     buckets     TEXT NOT NULL,             -- JSON {"<unix second>": count} for the last minute
     updated_at  REAL NOT NULL,
+    final       INTEGER NOT NULL DEFAULT 0, -- 1: the process stopped cleanly after this report
     PRIMARY KEY (owner, holder)
 );

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from taskdeck.models import Event, Origin, Task, TaskStatus
-from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, PutKey, Write
+from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, PutKey, UsageReport, Write
 
 __all__ = ["SqliteStore", "migration_files"]
 
@@ -286,25 +286,28 @@ class SqliteStore:
         return {r[0]: r[1] for r in self._conn().execute(sql + " GROUP BY status", params)}
 
     # -- rate usage --------------------------------------------------------------
-    def put_usage(self, holder: str, usage: dict[str, dict[int, int]], now: float) -> None:
+    def put_usage(self, holder: str, usage: dict[str, dict[int, int]], now: float, *, final: bool = False) -> None:
         with self._tx() as conn:
             conn.executemany(
-                "INSERT INTO rate_usage (owner, holder, buckets, updated_at) VALUES (?,?,?,?) "
-                "ON CONFLICT(owner, holder) DO UPDATE SET buckets=excluded.buckets, updated_at=excluded.updated_at",
-                [(owner, holder, _json({str(k): v for k, v in b.items()}), now) for owner, b in usage.items()],
+                "INSERT INTO rate_usage (owner, holder, buckets, updated_at, final) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(owner, holder) DO UPDATE SET buckets=excluded.buckets, updated_at=excluded.updated_at, "
+                "final=excluded.final",
+                [
+                    (owner, holder, _json({str(k): v for k, v in b.items()}), now, int(final))
+                    for owner, b in usage.items()
+                ],
             )
             conn.execute("DELETE FROM rate_usage WHERE updated_at < ?", (now - 300,))
 
-    def get_usage(self, since: float, exclude_holder: str) -> dict[str, dict[int, int]]:
-        out: dict[str, dict[int, int]] = {}
+    def get_usage(self, since: float, exclude_holder: str) -> list[UsageReport]:
         rows = self._conn().execute(
-            "SELECT owner, buckets FROM rate_usage WHERE updated_at >= ? AND holder != ?", (since, exclude_holder)
+            "SELECT owner, holder, buckets, updated_at, final FROM rate_usage WHERE updated_at >= ? AND holder != ?",
+            (since, exclude_holder),
         )
-        for owner, buckets in rows:
-            merged = out.setdefault(owner, {})
-            for second, count in json.loads(buckets).items():
-                merged[int(second)] = merged.get(int(second), 0) + int(count)
-        return out
+        return [
+            UsageReport(owner, holder, {int(k): int(v) for k, v in json.loads(b).items()}, at, bool(final))
+            for owner, holder, b, at, final in rows
+        ]
 
     # -- leases ------------------------------------------------------------------
     def claim(self, holder: str, now: float, ttl: float, limit: int) -> list[Task]:
