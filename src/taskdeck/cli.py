@@ -114,6 +114,45 @@ BaseUrlOption = Annotated[
 
 
 @app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (env TASKDECK_HOST; default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (env TASKDECK_PORT; default 8000).")] = None,
+    db: DbOption = None,
+    base_url: BaseUrlOption = None,
+    demo: Annotated[
+        bool,
+        typer.Option("--demo", help="Also start the built-in emulator and follow runs there: no key, no internet."),
+    ] = False,
+) -> None:
+    """Run the web app and the engine in one process (SQLite file by default)."""
+    import logging
+
+    import uvicorn
+
+    from taskdeck.web import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "parallel"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    emulator = None
+    if demo:
+        from taskdeck.emulator import BackgroundEmulator, EmulatorSettings
+
+        # A pro run (2-10 min) takes 12-60 s: long enough to watch, short enough to wait for.
+        emulator = BackgroundEmulator(EmulatorSettings(port=0, time_scale=0.1)).start()
+        base_url = emulator.url
+    settings = _settings(db, base_url).with_overrides(host=host, port=port)
+    typer.echo(
+        f"Taskdeck on http://{settings.host}:{settings.port}" + (" (demo: simulated API)" if demo else ""), err=True
+    )
+    try:
+        uvicorn.run(create_app(settings, demo=demo), host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        if emulator is not None:
+            emulator.stop()
+
+
+@app.command()
 def worker(db: DbOption = None, base_url: BaseUrlOption = None) -> None:
     """Run the engine without the web app: submit pending tasks and follow every active run.
 

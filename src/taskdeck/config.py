@@ -84,6 +84,8 @@ def describe_fields(cls: type[Any], prefix: str) -> list[tuple[str, str, str]]:
 class Settings:
     """Everything that shapes a Taskdeck process. Durations are in seconds."""
 
+    host: str = field(default="127.0.0.1", metadata={"help": "Interface the web app binds."})
+    port: int = field(default=8000, metadata={"help": "Port the web app binds."})
     db_path: Path = field(
         default_factory=default_db_path,
         metadata={"help": "SQLite database file.", "doc_default": "$XDG_DATA_HOME/taskdeck/taskdeck.db"},

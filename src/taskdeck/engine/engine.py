@@ -159,7 +159,8 @@ class Engine:
                 check.add_done_callback(self._checks.discard)
 
     # -- followers ---------------------------------------------------------------
-    async def _api_key(self, owner: str) -> str | None:
+    async def api_key(self, owner: str) -> str | None:
+        """The stored key of ``owner`` (decrypted), or None when none is stored."""
         key = self._keys.get(owner)
         if key is None:
             token = await self.db(self.store.get_key, owner)
@@ -171,7 +172,7 @@ class Engine:
     async def _start_follower(self, task: Task) -> None:
         if task.id in self.followers:
             return
-        key = await self._api_key(task.owner)
+        key = await self.api_key(task.owner)
         if key is None:
             log.error("task %s has no stored API key; it cannot be followed", task.id)
             return

@@ -92,9 +92,13 @@ class Store(Protocol):
         owner: str,
         *,
         statuses: Sequence[str] | None = None,
+        processor: str | None = None,
+        text: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
-    ) -> list[Task]: ...
+    ) -> list[Task]:
+        """An owner's tasks, newest first; ``before`` is the (created_at, id) of the last one seen."""
+        ...
 
     def events(self, task_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]: ...
 

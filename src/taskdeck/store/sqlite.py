@@ -244,6 +244,8 @@ class SqliteStore:
         owner: str,
         *,
         statuses: Sequence[str] | None = None,
+        processor: str | None = None,
+        text: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
     ) -> list[Task]:
@@ -252,6 +254,13 @@ class SqliteStore:
         if statuses:
             sql += f" AND status IN ({','.join('?' * len(statuses))})"
             params += list(statuses)
+        if processor:
+            sql += " AND processor = ?"
+            params.append(processor)
+        if text:
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            sql += " AND (request LIKE ? ESCAPE '\\' OR run_id = ? OR id = ?)"
+            params += [f"%{escaped}%", text, text]
         if before is not None:
             sql += " AND (created_at, id) < (?, ?)"
             params += list(before)

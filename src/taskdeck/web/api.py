@@ -1,0 +1,192 @@
+"""The REST API: sessions, tasks, and each task's live event stream (Server-Sent Events)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from taskdeck.engine import Engine, TaskChange
+from taskdeck.engine.intake import IntakeError
+from taskdeck.models import Event, TaskStatus
+from taskdeck.upstream.client import UpstreamError
+from taskdeck.vault import mask_key
+from taskdeck.web.auth import COOKIE, Caller, caller
+from taskdeck.web.views import event_view, task_page, task_summary
+
+__all__ = ["router"]
+
+router = APIRouter()
+PING_SECONDS = 15.0
+Auth = Annotated[Caller, Depends(caller)]
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _refused(err: IntakeError) -> JSONResponse:
+    return JSONResponse({"error": {"message": err.message, "problems": err.problems}}, status_code=err.status)
+
+
+# -- session ---------------------------------------------------------------------------
+@router.post("/api/session", tags=["session"])
+async def sign_in(request: Request, response: Response, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    """Check a Parallel API key with one cheap upstream call, store it encrypted, set the session cookie."""
+    key = body.get("api_key")
+    if not isinstance(key, str) or not key.strip():
+        raise HTTPException(422, "api_key: required, a non-empty string")
+    key = key.strip()
+    engine = _engine(request)
+    owner = engine.vault.owner(key)
+    try:
+        # A run id that cannot exist: 404 proves the key works, 401/403 that it does not.
+        await engine.upstream.retrieve(owner, key, "trun_" + "0" * 32)
+    except UpstreamError as err:
+        if err.status in (401, 403):
+            raise HTTPException(401, "Parallel refused this API key; check it and try again.") from None
+        if err.status != 404:
+            raise HTTPException(
+                502, f"Could not reach Parallel to check the key ({err.status or 'network'})."
+            ) from None
+    await engine.remember_key(key)
+    response.set_cookie(COOKIE, engine.vault.session_token(owner), httponly=True, samesite="lax")
+    return {"key": mask_key(key)}
+
+
+@router.get("/api/session", tags=["session"])
+async def whoami(who: Auth) -> dict[str, Any]:
+    """The signed-in key, masked."""
+    return {"key": mask_key(who.api_key)}
+
+
+@router.delete("/api/session", tags=["session"], status_code=204)
+async def sign_out(response: Response) -> Response:
+    """Forget the key in this browser (the session cookie is cleared)."""
+    response.delete_cookie(COOKIE)
+    response.status_code = 204
+    return response
+
+
+# -- tasks -----------------------------------------------------------------------------
+@router.post("/api/tasks", tags=["tasks"], status_code=201, response_model=None)
+async def create_task(request: Request, who: Auth, body: Annotated[Any, Body()]) -> JSONResponse | dict[str, Any]:
+    """Submit a task: Parallel's own run request (TaskRunInput), plus optional ``follow_up_of``.
+
+    The request is checked against Parallel's rules first; a mistake answers 422 naming the field,
+    and nothing is stored.
+    """
+    if not isinstance(body, dict):
+        return _refused(IntakeError(422, "body: must be a JSON object (a Parallel TaskRunInput)"))
+    request_body = dict(body)
+    follow_up_of = request_body.pop("follow_up_of", None)
+    if follow_up_of is not None and not isinstance(follow_up_of, str):
+        return _refused(IntakeError(422, "follow_up_of: must be a task id"))
+    try:
+        task = await _engine(request).submit(who.api_key, request_body, follow_up_of=follow_up_of)
+    except IntakeError as err:
+        return _refused(err)
+    return {"task": task_summary(task)}
+
+
+@router.get("/api/tasks", tags=["tasks"])
+async def list_tasks(
+    request: Request,
+    who: Auth,
+    status: Annotated[list[TaskStatus] | None, Query()] = None,
+    processor: str | None = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """The key's tasks, newest first, filtered by status, processor and text; ``cursor`` pages on."""
+    engine = _engine(request)
+    before = _parse_cursor(cursor)
+    statuses = [s.value for s in status] if status else None
+    tasks = await engine.db(
+        lambda: engine.store.list_tasks(
+            who.owner, statuses=statuses, processor=processor, text=q, limit=limit + 1, before=before
+        )
+    )
+    page, more = tasks[:limit], len(tasks) > limit
+    next_cursor = f"{page[-1].created_at!r}:{page[-1].id}" if more and page else None
+    return {"tasks": [task_summary(t) for t in page], "next_cursor": next_cursor}
+
+
+def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
+    if not cursor:
+        return None
+    stamp, _, task_id = cursor.partition(":")
+    try:
+        return float(stamp), task_id
+    except ValueError:
+        raise HTTPException(422, "cursor: not a cursor from this API; start without one") from None
+
+
+async def _own_task(request: Request, who: Caller, task_id: str) -> Any:
+    engine = _engine(request)
+    task = await engine.db(engine.store.get_task, task_id)
+    if task is None or task.owner != who.owner:
+        raise HTTPException(404, f"No task {task_id!r} for this API key.")
+    return task
+
+
+@router.get("/task/{task_id}.json", tags=["tasks"])
+async def task_json(request: Request, who: Auth, task_id: str) -> dict[str, Any]:
+    """The complete task: request, run, result and whole event history."""
+    task = await _own_task(request, who, task_id)
+    engine = _engine(request)
+    events = await engine.db(engine.store.events, task.id)
+    return task_page(task, events)
+
+
+@router.get("/api/tasks/{task_id}/events", tags=["tasks"], response_model=None)
+async def task_events(request: Request, who: Auth, task_id: str) -> StreamingResponse:
+    """Server-Sent Events: the stored history after ``Last-Event-ID``, then each event as it is stored.
+
+    Ends after the task reaches a terminal status; ``:`` pings keep idle connections alive.
+    """
+    task = await _own_task(request, who, task_id)
+    raw = request.headers.get("last-event-id", "0")
+    after = int(raw) if raw.isdigit() else 0
+    return StreamingResponse(
+        _event_stream(_engine(request), task.id, after, task.status.is_terminal),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+def _frame(event: Event) -> str:
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps(event_view(event), separators=(',', ':'))}\n\n"
+
+
+async def _event_stream(engine: Engine, task_id: str, after: int, ended: bool) -> AsyncIterator[str]:
+    # Subscribe before reading the history, so nothing committed in between is missed.
+    with engine.feed.subscribe(task_id=task_id) as sub:
+        last = after
+        for event in await engine.db(lambda: engine.store.events(task_id, after_seq=after)):
+            last = event.seq
+            yield _frame(event)
+        if ended:
+            yield "event: end\ndata: {}\n\n"
+            return
+        while True:
+            try:
+                item = await asyncio.wait_for(sub.queue.get(), timeout=PING_SECONDS)
+            except TimeoutError:
+                yield ": ping\n\n"
+                continue
+            if isinstance(item, Event):
+                if item.seq > last:
+                    last = item.seq
+                    yield _frame(item)
+            elif isinstance(item, TaskChange):
+                status = item.changes.get("status")
+                if isinstance(status, str) and TaskStatus(status).is_terminal:
+                    yield "event: end\ndata: {}\n\n"
+                    return

@@ -1,0 +1,75 @@
+"""Data functions: what each page or API answer shows, built once, rendered as JSON (and later HTML)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from taskdeck.models import Event, Task
+
+__all__ = ["event_view", "iso", "task_page", "task_summary"]
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds as RFC 3339 UTC, or None."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _urls(task: Task) -> dict[str, str]:
+    return {
+        "self": f"/api/tasks/{task.id}",
+        "json": f"/task/{task.id}.json",
+        "events": f"/api/tasks/{task.id}/events",
+    }
+
+
+def task_summary(task: Task) -> dict[str, Any]:
+    """One row of the task list."""
+    duration = None
+    if task.completed_at is not None and task.submitted_at is not None:
+        duration = round(task.completed_at - task.submitted_at, 3)
+    return {
+        "id": task.id,
+        "status": task.status.value,
+        "processor": task.processor,
+        "input_preview": task.input_preview(),
+        "run_id": task.run_id,
+        "created_at": iso(task.created_at),
+        "completed_at": iso(task.completed_at),
+        "duration_seconds": duration,
+        "progress_meter": task.progress_meter,
+        "cost_usd": task.cost_usd,
+        "message": task.message,
+        "urls": _urls(task),
+    }
+
+
+def event_view(event: Event) -> dict[str, Any]:
+    """A stored event as shown to people and scripts (the payload parsed, never re-written)."""
+    return {
+        "seq": event.seq,
+        "type": event.type,
+        "origin": event.origin.value,
+        "received_at": iso(event.received_at),
+        "upstream_ts": event.upstream_ts,
+        "data": event.payload,
+    }
+
+
+def task_page(task: Task, events: list[Event]) -> dict[str, Any]:
+    """Everything about one task: the request sent, the run, the result, and the whole event history."""
+    return {
+        **task_summary(task),
+        "interaction_id": task.interaction_id,
+        "upstream_status": task.upstream_status,
+        "request": task.request,
+        "follow_up_of": task.follow_up_of,
+        "submitted_at": iso(task.submitted_at),
+        "first_event_at": iso(task.first_event_at),
+        "last_event_at": iso(task.last_event_at),
+        "warnings": task.warnings,
+        "error": task.error,
+        "progress": task.progress,
+        "output": task.output,
+        "events": [event_view(e) for e in events],
+    }
