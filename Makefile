@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
 
-.PHONY: install demo emulator test lint typecheck unit bench clean
+.PHONY: install browser demo emulator test lint typecheck unit bench clean
 
 install: $(VENV)/.installed
 
@@ -13,8 +13,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-demo: install  ## install, then run the emulator (the demo UI arrives with `taskdeck serve --demo`)
+demo: install  ## install, then serve the app on http://127.0.0.1:8000 against the built-in emulator
+	$(BIN)/taskdeck serve --demo
+
+emulator: install  ## the Parallel Task API emulator alone, on http://127.0.0.1:8900
 	$(BIN)/taskdeck emulator --time-scale 0.1
+
+# Browser tests drive Debian's chromium (never a downloaded browser); install it when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check src tests bench
@@ -23,7 +32,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install browser
 	$(BIN)/pytest
 
 test: lint typecheck unit  ## install, then lint, type-check and run the whole test suite

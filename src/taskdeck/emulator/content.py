@@ -249,7 +249,6 @@ def text_output(
 
 _MESSAGES = {
     "exec_status": [
-        "Starting research",
         "Reviewing gathered evidence",
         "Cross-checking figures across sources",
         "Preparing the final answer",

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from taskdeck import __version__
 from taskdeck.config import Settings
 from taskdeck.engine import Engine
 from taskdeck.web.api import router
+from taskdeck.web.pages import router as pages_router
 
 __all__ = ["create_app"]
 
@@ -36,6 +39,8 @@ def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
     app.state.settings = settings
     app.state.demo = demo
     app.include_router(router)
+    app.include_router(pages_router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
     @app.get("/-/health", tags=["meta"])
     async def health(request: Request) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""End to end in a real browser (Debian's chromium driven by Playwright, never a downloaded browser)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from taskdeck.config import Settings
+from taskdeck.emulator import BackgroundEmulator, EmulatorSettings
+from taskdeck.emulator.server import BackgroundServer
+from taskdeck.web import create_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+KEY = "browser-test-key-4321"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[BackgroundEmulator]:
+    with BackgroundEmulator(EmulatorSettings(port=0, time_scale=0.01)) as emu:
+        yield emu
+
+
+def start_server(db: Path, emu: BackgroundEmulator) -> BackgroundServer:
+    settings = Settings(
+        db_path=db, parallel_base_url=emu.url, secret_key="e2e-secret", heartbeat_interval=1, lease_ttl=3
+    )
+    return BackgroundServer(create_app(settings, demo=True)).start()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_submit_watch_live_restart_and_come_back(
+    tmp_path: Path, browser: Browser, emulator: BackgroundEmulator
+) -> None:
+    db = tmp_path / "taskdeck.db"
+    server = start_server(db, emulator)
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    requests: list[str] = []
+    page.on("request", lambda req: requests.append(req.url))
+    try:
+        page.goto(server.url)
+        expect(page.get_by_role("status")).to_contain_text("demo: simulated API")
+        page.fill("#api-key", KEY)
+        page.click("#key-form button[type=submit]")
+        expect(page.locator("#key-mask")).to_have_text("…4321")
+        assert KEY not in page.content()
+
+        page.select_option("#processor", "pro")
+        expect(page.locator("#cost")).to_have_text("$0.100")
+        page.fill("#input", "Parallel Web Systems")
+        page.check('input[name="schema_mode"][value="json"]')
+        page.click("#schema-example")
+        shot(page, "01-home-form")
+        page.click("#task-form button[type=submit]")
+        page.wait_for_url("**/task/tsk_*")
+        task_url = page.url
+
+        # Live, without reload: reasoning messages and the scorecard fill in as the run goes.
+        expect(page.locator("#timeline li").first).to_be_visible(timeout=30_000)
+        expect(page.locator("#considered")).not_to_have_text("0", timeout=30_000)
+        expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
+        expect(page.locator("#result-table table.result tbody tr")).to_have_count(3)
+        expect(page.locator("#result-table .citations a").first).to_have_attribute("rel", "noopener noreferrer")
+        shot(page, "02-task-completed")
+        page.click("#tab-json")
+        expect(page.locator("#result-json")).to_contain_text('"ceo"')
+        page.click("#req-curl")
+        expect(page.locator("#request-code")).to_contain_text("curl -X POST")
+        expect(page.locator("#request-code")).not_to_contain_text(KEY)
+
+        # Leave, restart the server on the same database, come back: the task is there, finished.
+        page.goto("about:blank")
+        server.stop()
+        server = start_server(db, emulator)
+        page.goto(server.url)
+        expect(page.locator("#tasks tbody tr")).to_have_count(1)
+        expect(page.locator("#tasks tbody tr .badge")).to_have_text("completed")
+        page.goto(task_url.replace(task_url.split("/task/")[0], server.url))
+        expect(page.locator("#status")).to_have_text("completed")
+        expect(page.locator("#result-table table.result tbody tr")).to_have_count(3)
+        shot(page, "03-after-restart")
+    finally:
+        context.close()
+        server.stop()
+    assert not errors, errors
+    assert all(r.startswith(("http://127.0.0.1", "blob:", "about:", "data:")) for r in requests), requests
+
+
+def test_hostile_upstream_text_executes_nothing(tmp_path: Path, browser: Browser, emulator: BackgroundEmulator) -> None:
+    server = start_server(tmp_path / "x.db", emulator)
+    context = browser.new_context()
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    try:
+        with httpx.Client(base_url=server.url, headers={"x-api-key": KEY}) as client:
+            for spec in ({"output_schema": {"type": "auto"}}, {"output_schema": "A short report"}):
+                client.post("/api/tasks", json={"input": "x", "processor": "pro", "task_spec": spec,
+                                                "metadata": {"emulator": "xss;duration=120"}})  # fmt: skip
+            tasks = client.get("/api/tasks").json()["tasks"]
+        page.goto(server.url)
+        page.fill("#api-key", KEY)
+        page.click("#key-form button[type=submit]")
+        for task in tasks:
+            page.goto(f"{server.url}/task/{task['id']}")
+            expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
+            expect(page.locator("#result-table")).to_contain_text("<script>")  # shown as text
+            assert page.evaluate("window.__xss") is None
+            hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))")
+            assert not [h for h in hrefs if h.lower().startswith("javascript:")]
+        shot(page, "04-hostile-text")
+    finally:
+        context.close()
+        server.stop()
+    assert dialogs == []
