@@ -37,7 +37,7 @@ class Processor:
 
 
 def _fmt_seconds(seconds: float) -> str:
-    if seconds < 60:
+    if seconds < 60 or (seconds < 3600 and seconds % 60):
         return f"{seconds:g} s"
     if seconds < 3600:
         return f"{seconds / 60:g} min"

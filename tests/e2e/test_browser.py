@@ -125,6 +125,7 @@ def test_hostile_upstream_text_executes_nothing(tmp_path: Path, browser: Browser
         page.goto(server.url)
         page.fill("#api-key", KEY)
         page.click("#key-form button[type=submit]")
+        expect(page.locator("#key-mask")).to_have_text("…4321")  # signed in: the cookie is set
         for task in tasks:
             page.goto(f"{server.url}/task/{task['id']}")
             expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
