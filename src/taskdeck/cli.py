@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 app = typer.Typer(
     name="taskdeck",
     help="Taskdeck: a self-hosted playground and run manager for the Parallel Task API.",
-    no_args_is_help=True,
     add_completion=False,
 )
 
@@ -26,13 +25,19 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """Taskdeck: a self-hosted playground and run manager for the Parallel Task API."""
+    """Taskdeck: a self-hosted playground and run manager for the Parallel Task API.
+
+    With no command, `taskdeck` runs `taskdeck serve`.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(serve, host=None, port=None, db=None, base_url=None, demo=False)
 
 
 @app.command()

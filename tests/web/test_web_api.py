@@ -153,3 +153,38 @@ def test_session_cookie_sign_in_and_out(server: str) -> None:
         assert client.get("/api/session").status_code == 401
         client.cookies.set("taskdeck_session", "forged.deadbeef")
         assert client.get("/api/session").status_code == 401
+
+
+def test_resubmit_delete_and_track(server: str) -> None:
+    with api(server, "emu-nocredit-web") as poor:
+        task = poor.post("/api/tasks", json={"input": "x", "processor": "lite"}).json()["task"]
+        sse(poor, task["urls"]["events"])  # to its end: rejected (402)
+        assert poor.get(task["urls"]["json"]).json()["status"] == "rejected"
+        again = poor.post(f"/api/tasks/{task['id']}/resubmit")
+        assert again.status_code == 200 and again.json()["task"]["status"] == "pending"
+        sse(poor, task["urls"]["events"])
+        assert poor.delete(f"/api/tasks/{task['id']}").status_code == 204
+        assert poor.get(task["urls"]["json"]).status_code == 404
+    with api(server) as client:
+        long = client.post(
+            "/api/tasks", json={"input": "x", "processor": "lite", "metadata": {"emulator": "duration=1000000"}}
+        ).json()["task"]
+        assert client.delete(f"/api/tasks/{long['id']}").status_code == 409  # still running
+        assert client.post(f"/api/tasks/{long['id']}/resubmit").status_code == 409
+        assert client.post("/api/track", json={}).status_code == 422
+        assert client.post("/api/track", json={"run_id": "trun_" + "0" * 32}).status_code == 404
+
+
+def test_task_list_stream_pushes_status_changes(server: str) -> None:
+    with api(server, "stream-key") as client:
+        seen: list[str] = []
+        with client.stream("GET", "/api/tasks/stream") as resp:
+            created = client.post("/api/tasks", json={"input": "watch me", "processor": "lite"}).json()["task"]
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    row = json.loads(line[6:])
+                    assert row["id"] == created["id"]
+                    seen.append(row["status"])
+                    if row["status"] == "completed":
+                        break
+        assert seen[-1] == "completed" and len(seen) >= 2

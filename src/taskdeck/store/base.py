@@ -87,6 +87,10 @@ class Store(Protocol):
 
     def get_task_by_run(self, run_id: str) -> Task | None: ...
 
+    def delete_task(self, task_id: str, *, only_if_status: Sequence[str]) -> bool:
+        """Remove a task and its events when its status is one of ``only_if_status``; True if removed."""
+        ...
+
     def list_tasks(
         self,
         owner: str,

@@ -231,6 +231,19 @@ class SqliteStore:
         row = self._conn().execute("SELECT * FROM tasks WHERE run_id = ?", (run_id,)).fetchone()
         return None if row is None else _row_to_task(row)
 
+    def delete_task(self, task_id: str, *, only_if_status: Sequence[str]) -> bool:
+        marks = ",".join("?" * len(only_if_status))
+        with self._tx() as conn:
+            conn.execute(
+                "DELETE FROM events WHERE task_id = ? AND EXISTS (SELECT 1 FROM tasks WHERE id = ? "
+                f"AND status IN ({marks}))",
+                (task_id, task_id, *only_if_status),
+            )
+            gone = conn.execute(
+                f"DELETE FROM tasks WHERE id = ? AND status IN ({marks})", (task_id, *only_if_status)
+            ).rowcount
+        return gone > 0
+
     def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
         if not task_ids:
             return []

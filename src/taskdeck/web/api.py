@@ -118,6 +118,44 @@ async def list_tasks(
     return {"tasks": [task_summary(t) for t in page], "next_cursor": next_cursor}
 
 
+@router.post("/api/tasks/{task_id}/resubmit", tags=["tasks"], response_model=None)
+async def resubmit_task(request: Request, who: Auth, task_id: str) -> JSONResponse | dict[str, Any]:
+    """Send a ``submit_unknown``, ``rejected`` or ``failed`` task again, as a new run."""
+    try:
+        task = await _engine(request).resubmit(who.api_key, task_id)
+    except IntakeError as err:
+        return _refused(err)
+    return {"task": task_summary(task)}
+
+
+@router.delete("/api/tasks/{task_id}", tags=["tasks"], status_code=204, response_model=None)
+async def delete_task(request: Request, who: Auth, task_id: str) -> Response:
+    """Remove a finished task and all its events (a task still running is refused with 409)."""
+    task = await _own_task(request, who, task_id)
+    if not task.status.is_terminal:
+        raise HTTPException(409, f"Task {task_id!r} is {task.status.value}; only finished tasks can be deleted.")
+    engine = _engine(request)
+    finished = [s.value for s in TaskStatus if s.is_terminal]
+    if not await engine.db(lambda: engine.store.delete_task(task.id, only_if_status=finished)):
+        raise HTTPException(409, f"Task {task_id!r} changed meanwhile; reload it.")
+    return Response(status_code=204)
+
+
+@router.post("/api/track", tags=["tasks"], status_code=201, response_model=None)
+async def track_run(
+    request: Request, who: Auth, body: Annotated[dict[str, Any], Body()]
+) -> JSONResponse | dict[str, Any]:
+    """Adopt a run created elsewhere (``{"run_id": "trun_..."}``) and follow it from its current state."""
+    run_id = body.get("run_id")
+    if not isinstance(run_id, str) or not run_id.strip():
+        return _refused(IntakeError(422, "run_id: required, a Parallel run id such as trun_..."))
+    try:
+        task = await _engine(request).track(who.api_key, run_id.strip())
+    except IntakeError as err:
+        return _refused(err)
+    return {"task": task_summary(task)}
+
+
 @router.get("/api/tasks/stream", tags=["tasks"], response_model=None)
 async def tasks_stream(request: Request, who: Auth) -> StreamingResponse:
     """Server-Sent Events of the key's task list: an ``task`` event with the row whenever a task changes."""
