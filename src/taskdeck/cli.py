@@ -14,8 +14,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="taskdeck",
-    help="Taskdeck: a self-hosted playground and run manager for the Parallel Task API. "
-    "With no command it runs serve.",
+    help="Taskdeck: a self-hosted playground and run manager for the Parallel Task API. With no command it runs serve.",
     add_completion=False,
 )
 
