@@ -88,6 +88,8 @@ def test_submit_watch_live_restart_and_come_back(
         shot(page, "02-task-completed")
         page.click("#tab-json")
         expect(page.locator("#result-json")).to_contain_text('"ceo"')
+        page.locator("#result-json summary").first.click()  # the JSON view folds
+        expect(page.locator("#result-json details").first).not_to_have_attribute("open", "")
         page.click("#req-curl")
         expect(page.locator("#request-code")).to_contain_text("curl -X POST")
         expect(page.locator("#request-code")).not_to_contain_text(KEY)
@@ -138,3 +140,49 @@ def test_hostile_upstream_text_executes_nothing(tmp_path: Path, browser: Browser
         context.close()
         server.stop()
     assert dialogs == []
+
+
+def test_phone_keyboard_and_advanced_options(tmp_path: Path, browser: Browser, emulator: BackgroundEmulator) -> None:
+    server = start_server(tmp_path / "p.db", emulator)
+    context = browser.new_context(viewport={"width": 375, "height": 812}, is_mobile=True)
+    page = context.new_page()
+    try:
+        page.goto(server.url)
+        page.fill("#api-key", KEY)
+        page.keyboard.press("Enter")  # the key form submits from the keyboard
+        expect(page.locator("#key-mask")).to_have_text("…4321")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")  # no sideways scroll
+        page.select_option("#processor", "lite")
+        page.check('input[name="input_kind"][value="json"]')
+        page.fill("#input", '{"company": "Parallel", "country": "US"}')
+        page.click("summary")  # fold out source policy and metadata
+        page.fill("#include", "sec.gov, reuters.com")
+        page.fill("#metadata", '{"team": "research"}')
+        page.check('input[name="schema_mode"][value="text"]')
+        page.fill("#schema", "A two-line profile")
+        shot(page, "05-phone-form")
+        page.click("#task-form button[type=submit]")
+        page.wait_for_url("**/task/tsk_*")
+        expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
+        sent = httpx.get(page.url + ".json", headers={"x-api-key": KEY}).json()["request"]
+        assert sent["input"] == {"company": "Parallel", "country": "US"}
+        assert sent["source_policy"]["include_domains"] == ["sec.gov", "reuters.com"]
+        assert sent["metadata"] == {"team": "research"}
+        assert sent["task_spec"]["output_schema"] == {"type": "text", "description": "A two-line profile"}
+        expect(page.locator("#result-table .markdown h3").first).to_be_visible()  # Markdown as DOM
+        expect(page.locator("#result-table .markdown em").first).to_contain_text("Brief")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        # Keyboard only: from the home page, Tab to the task row and open it with Enter.
+        page.goto(server.url)
+        row = page.locator("#tasks tbody tr").first
+        expect(row).to_be_visible()
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement && document.activeElement.tagName") == "TR":
+                break
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/task/tsk_*")
+        shot(page, "06-phone-task")
+    finally:
+        context.close()
+        server.stop()

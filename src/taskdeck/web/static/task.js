@@ -6,12 +6,13 @@ let lastSeq = Math.max(0, ...task.events.map((e) => e.seq));
 // -- Markdown, rendered as DOM nodes (headings, lists, tables, bold, code, http(s) links) ------
 function inline(text) {
   const out = [];
-  const re = /\*\*([^*]+)\*\*|`([^`]+)`|\[([^\]]+)\]\(([^)\s]+)\)/g;
+  const re = /\*\*([^*]+)\*\*|`([^`]+)`|\[([^\]]+)\]\(([^)\s]+)\)|(?<![\w])_([^_]+)_(?![\w])/g;
   let at = 0;
   for (const m of text.matchAll(re)) {
     if (m.index > at) out.push(text.slice(at, m.index));
     if (m[1] !== undefined) out.push(h("strong", {}, m[1]));
     else if (m[2] !== undefined) out.push(h("code", {}, m[2]));
+    else if (m[5] !== undefined) out.push(h("em", {}, m[5]));
     else out.push(link(m[4], m[3]));
     at = m.index + m[0].length;
   }
@@ -93,13 +94,27 @@ function basisNode(basis) {
     basis.reasoning ? h("details", {}, h("summary", {}, "reasoning"), h("p", {}, String(basis.reasoning))) : "");
 }
 
+// Pretty JSON as nested <details>: objects and arrays fold, leaves stay text.
+function jsonTree(value, key) {
+  const label = key === undefined ? "" : `${JSON.stringify(key)}: `;
+  if (value !== null && typeof value === "object") {
+    const entries = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+    const brackets = Array.isArray(value) ? ["[", "]"] : ["{", "}"];
+    return h("details", { open: true, class: "json" },
+      h("summary", {}, `${label}${brackets[0]} ${entries.length} ${Array.isArray(value) ? "items" : "keys"}`),
+      h("div", { class: "json-body" }, entries.map(([k, v]) => jsonTree(v, Array.isArray(value) ? undefined : k))),
+      h("span", {}, brackets[1]));
+  }
+  return h("div", { class: "json-leaf" }, label, h("span", { class: "json-value" }, JSON.stringify(value)));
+}
+
 function renderResult(t) {
   const table = document.getElementById("result-table");
   const json = document.getElementById("result-json");
   if (t.error) document.getElementById("task-error").textContent = `Parallel reported an error: ${t.error.message || JSON.stringify(t.error)}`;
   if (t.message) document.getElementById("task-error").textContent = t.message;
   if (!t.output) return;
-  json.textContent = JSON.stringify(t.output, null, 2);
+  json.replaceChildren(jsonTree(t.output));
   const byField = Object.fromEntries((t.output.basis || []).map((b) => [b.field, b]));
   if (t.output.type === "text") {
     table.replaceChildren(markdown(t.output.content), basisNode(byField.output));
