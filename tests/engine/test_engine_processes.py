@@ -89,6 +89,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path, 
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=15)
     assert statuses(store, ids) == {"completed": 200}, log.read_text()[-3000:]
+    assert KEY not in log.read_text()  # the key is never logged
     check_exactly_once(store, emu.url, ids)
     stats = httpx.get(f"{emu.url}/_emulator/stats?runs=false").json()
     assert [k["creates"] for k in stats["keys"].values()] == [200]  # no run created twice

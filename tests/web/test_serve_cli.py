@@ -48,3 +48,5 @@ def test_serve_demo_runs_a_task_end_to_end(tmp_path: Path) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=15)
+        assert proc.stderr is not None
+        assert "demo-key" not in banner + proc.stderr.read()  # the key is never logged

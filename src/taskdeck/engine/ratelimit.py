@@ -106,8 +106,9 @@ class RateBudget:
         """Replace what other processes reported (a key nobody else uses gets nothing).
 
         A process that stopped reporting without a final report may have died with up to one
-        interval of requests unreported; it may have spent its whole remaining budget then, so
-        that much is counted at the second after its last report.
+        report interval of requests unreported. It is assumed to have gone on at twice its busiest
+        second in its last report (capped by what was left of the budget) for that interval: the
+        full remaining budget would be safe but would stall every key for a minute after any crash.
         """
         merged: dict[str, dict[int, int]] = {}
         for report in reports:
@@ -116,10 +117,11 @@ class RateBudget:
                 buckets[second] = buckets.get(second, 0) + count
             if not report.final and now - report.updated_at > 2 * report_interval:
                 recent = sum(n for s, n in report.buckets.items() if s + 1 > report.updated_at - WINDOW - MARGIN)
-                unknown = max(0, self.limit - recent)
+                busiest = max(report.buckets.values(), default=0)
+                unknown = min(max(0, self.limit - recent), 2 * busiest * max(1.0, report_interval))
                 if unknown:
                     second = int(report.updated_at) + 1
-                    buckets[second] = buckets.get(second, 0) + unknown
+                    buckets[second] = buckets.get(second, 0) + int(unknown)
         for owner, lim in self._limiters.items():
             lim.external = merged.get(owner, {})
         for owner, buckets in merged.items():
