@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Res
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from taskdeck.engine import Engine, TaskChange
+from taskdeck.engine.feed import Subscription
 from taskdeck.engine.intake import IntakeError
 from taskdeck.models import Event, TaskStatus
 from taskdeck.upstream.client import UpstreamError
@@ -163,13 +164,10 @@ async def tasks_stream(request: Request, who: Auth) -> StreamingResponse:
 
     async def changes() -> AsyncIterator[str]:
         with engine.feed.subscribe(owner=who.owner) as sub:
-            while True:
-                try:
-                    item = await asyncio.wait_for(sub.queue.get(), timeout=PING_SECONDS)
-                except TimeoutError:
+            async for item in _feed(sub):
+                if item is None:
                     yield ": ping\n\n"
-                    continue
-                if isinstance(item, TaskChange) and ("status" in item.changes or "progress_meter" in item.changes):
+                elif isinstance(item, TaskChange) and ("status" in item.changes or "progress_meter" in item.changes):
                     task = await engine.db(engine.store.get_task, item.task_id)
                     if task is not None:
                         yield f"event: task\ndata: {json.dumps(task_summary(task), separators=(',', ':'))}\n\n"
@@ -220,6 +218,15 @@ async def task_events(request: Request, who: Auth, task_id: str) -> StreamingRes
     )
 
 
+async def _feed(sub: Subscription) -> AsyncIterator[Event | TaskChange | None]:
+    """A subscription's items as they come, and None whenever it is quiet for PING_SECONDS (time to ping)."""
+    while True:
+        try:
+            yield await asyncio.wait_for(sub.queue.get(), timeout=PING_SECONDS)
+        except TimeoutError:
+            yield None
+
+
 def _frame(event: Event) -> str:
     # No event: line: browsers' EventSource delivers unnamed messages to one handler, and the
     # type (including kinds nobody knows yet) is in the data.
@@ -236,13 +243,10 @@ async def _event_stream(engine: Engine, task_id: str, after: int, ended: bool) -
         if ended:
             yield "event: end\ndata: {}\n\n"
             return
-        while True:
-            try:
-                item = await asyncio.wait_for(sub.queue.get(), timeout=PING_SECONDS)
-            except TimeoutError:
+        async for item in _feed(sub):
+            if item is None:
                 yield ": ping\n\n"
-                continue
-            if isinstance(item, Event):
+            elif isinstance(item, Event):
                 if item.seq > last:
                     last = item.seq
                     yield _frame(item)
