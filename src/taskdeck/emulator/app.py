@@ -111,8 +111,7 @@ class Refused(Exception):
         self.response = response
 
 
-def _authenticate(request: Request, route: str) -> str:
-    request.scope["emulator_route"] = route
+def _authenticate(request: Request) -> str:
     state = _state(request)
     key = request.headers.get("x-api-key")
     verdict = state.check_key(key)
@@ -246,7 +245,7 @@ def _stream_response(
 async def create_run(request: Request) -> Response:
     """POST /v1/tasks/runs → 202 TaskRun."""
     state = _state(request)
-    key = _authenticate(request, "create_run")
+    key = _authenticate(request)
     body = await _json_body(request)
     await _apply_connect_faults(_request_faults(request, "create"), stream=False)
     _rate_limit(state, key)
@@ -267,7 +266,7 @@ async def create_run(request: Request) -> Response:
 @endpoint("retrieve_run")
 async def retrieve_run(request: Request) -> Response:
     """GET /v1/tasks/runs/{run_id} → TaskRun."""
-    key = _authenticate(request, "retrieve_run")
+    key = _authenticate(request)
     run = _lookup_run(request, key)
     await _apply_connect_faults(_request_faults(request, "get", run), stream=False)
     return JSONResponse(run.wire(run.elapsed()))
@@ -276,7 +275,7 @@ async def retrieve_run(request: Request) -> Response:
 @endpoint("run_input")
 async def run_input(request: Request) -> Response:
     """GET /v1/tasks/runs/{run_id}/input → TaskRunInput, as it was sent."""
-    key = _authenticate(request, "run_input")
+    key = _authenticate(request)
     run = _lookup_run(request, key)
     await _apply_connect_faults(_request_faults(request, "get", run), stream=False)
     return JSONResponse(run.request)
@@ -285,7 +284,7 @@ async def run_input(request: Request) -> Response:
 @endpoint("run_result")
 async def run_result(request: Request) -> Response:
     """GET /v1/tasks/runs/{run_id}/result?timeout= → long-poll for the result."""
-    key = _authenticate(request, "run_result")
+    key = _authenticate(request)
     raw = request.query_params.get("timeout", "600")
     try:
         timeout = int(raw)
@@ -313,7 +312,7 @@ async def run_result(request: Request) -> Response:
 async def run_events(request: Request) -> Response:
     """GET /v1/tasks/runs/{run_id}/events (and /v1beta/...) → SSE."""
     state = _state(request)
-    key = _authenticate(request, "run_events")
+    key = _authenticate(request)
     run = _lookup_run(request, key)
     faults = _request_faults(request, "events", run)
     await _apply_connect_faults(faults, stream=True)
@@ -330,7 +329,7 @@ async def run_events(request: Request) -> Response:
 async def create_group(request: Request) -> Response:
     """POST /v1/tasks/groups → 200 TaskGroupResponse."""
     state = _state(request)
-    key = _authenticate(request, "create_group")
+    key = _authenticate(request)
     raw = await request.body()
     try:
         body = json.loads(raw) if raw.strip() else {}
@@ -352,7 +351,7 @@ async def create_group(request: Request) -> Response:
 @endpoint("retrieve_group")
 async def retrieve_group(request: Request) -> Response:
     """GET /v1/tasks/groups/{taskgroup_id} → TaskGroupResponse."""
-    key = _authenticate(request, "retrieve_group")
+    key = _authenticate(request)
     group = _lookup_group(request, key)
     await _apply_connect_faults(_request_faults(request, "get"), stream=False)
     return JSONResponse(group.wire())
@@ -362,7 +361,7 @@ async def retrieve_group(request: Request) -> Response:
 async def add_group_runs(request: Request) -> Response:
     """POST /v1/tasks/groups/{taskgroup_id}/runs → TaskGroupRunResponse."""
     state = _state(request)
-    key = _authenticate(request, "add_group_runs")
+    key = _authenticate(request)
     group = _lookup_group(request, key)
     raw = await request.body()
     try:
@@ -416,7 +415,7 @@ async def add_group_runs(request: Request) -> Response:
 async def group_events(request: Request) -> Response:
     """GET /v1/tasks/groups/{taskgroup_id}/events?last_event_id=&timeout= → SSE."""
     state = _state(request)
-    key = _authenticate(request, "group_events")
+    key = _authenticate(request)
     group = _lookup_group(request, key)
     after = None
     raw = request.query_params.get("last_event_id")
@@ -443,7 +442,7 @@ async def group_events(request: Request) -> Response:
 @endpoint("group_runs")
 async def group_runs(request: Request) -> Response:
     """GET /v1/tasks/groups/{taskgroup_id}/runs → SSE of one state event per run."""
-    key = _authenticate(request, "group_runs")
+    key = _authenticate(request)
     group = _lookup_group(request, key)
     after = None
     raw = request.query_params.get("last_event_id")
@@ -469,7 +468,7 @@ async def group_runs(request: Request) -> Response:
 @endpoint("group_run")
 async def group_run(request: Request) -> Response:
     """GET /v1/tasks/groups/{taskgroup_id}/runs/{run_id} → TaskRun."""
-    key = _authenticate(request, "group_run")
+    key = _authenticate(request)
     group = _lookup_group(request, key)
     run = _lookup_run(request, key)
     if run.taskgroup_id != group.taskgroup_id:

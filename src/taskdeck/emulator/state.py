@@ -65,7 +65,6 @@ class EmulatorState:
             settings.scaled(settings.webhook_retry_span),
         )
         self._creates: dict[str, deque[float]] = {}
-        self._counter = 0
 
     # -- keys ------------------------------------------------------------------
     def check_key(self, key: str | None) -> KeyVerdict:
@@ -96,7 +95,6 @@ class EmulatorState:
 
     # -- ids -------------------------------------------------------------------
     def _next_hex(self) -> str:
-        self._counter += 1
         # Seeded for reproducible ids within a process; random bits keep two emulators apart.
         return f"{self.rng.getrandbits(64):016x}{secrets.randbits(64):016x}"
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from taskdeck.engine.engine import Engine, EngineError
+from taskdeck.engine.engine import Engine
 from taskdeck.engine.feed import Feed, TaskChange
+from taskdeck.engine.intake import IntakeError
 
-__all__ = ["Engine", "EngineError", "Feed", "TaskChange"]
+__all__ = ["Engine", "Feed", "IntakeError", "TaskChange"]

@@ -23,17 +23,17 @@ from typing import Any, TypeVar
 from taskdeck.config import Settings
 from taskdeck.engine.feed import Feed
 from taskdeck.engine.follower import Follower
-from taskdeck.engine.intake import IntakeError, new_task, validate_request
+from taskdeck.engine.intake import IntakeError, key_record, new_task, validate_request
 from taskdeck.engine.ratelimit import RateBudget
 from taskdeck.engine.writer import Writer
 from taskdeck.models import ACTIVE_UPSTREAM, Origin, Task, TaskStatus, new_task_id
 from taskdeck.processors import get_processor
-from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, PutKey, Store
+from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, Store
 from taskdeck.store.sqlite import SqliteStore
 from taskdeck.upstream.client import Upstream, UpstreamError
 from taskdeck.vault import KeyVault
 
-__all__ = ["Engine", "EngineError"]
+__all__ = ["Engine"]
 
 log = logging.getLogger("taskdeck.engine")
 USAGE_REPORT_INTERVAL = 1.0
@@ -42,9 +42,6 @@ SUBMIT_UNKNOWN_MESSAGE = (
     "Taskdeck stopped while creating this run, so it cannot tell whether Parallel created it "
     "(and bills for it). Check your Parallel usage, then resubmit if no run exists."
 )
-
-
-EngineError = IntakeError  # the engine refuses requests with the same error as intake
 
 
 class Engine:
@@ -66,7 +63,6 @@ class Engine:
         self._tick: asyncio.Task[None] | None = None
         self._usage: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
-        self._started = False
         # Store calls run on this pool, not asyncio's default one, so that stop() can wait for
         # every call in flight before it closes the connections (closing under a running query
         # crashes sqlite3).
@@ -83,7 +79,6 @@ class Engine:
         await self._heartbeat()
         self._tick = asyncio.create_task(self._tick_loop(), name="taskdeck-heartbeat")
         self._usage = asyncio.create_task(self._usage_loop(), name="taskdeck-rate-usage")
-        self._started = True
 
     async def stop(self, grace: float = 8.0) -> None:
         """Close streams, flush writes, release leases. Bounded by ``grace`` seconds in all."""
@@ -211,8 +206,7 @@ class Engine:
             raise IntakeError(401, "An API key is required.")
         owner = self.vault.owner(api_key)
         self._keys[owner] = api_key
-        last4 = api_key[-4:] if len(api_key) > 4 else ""
-        await self.writer.commit([PutKey(owner, self.vault.encrypt(api_key), last4, time.time())])
+        await self.writer.commit([key_record(self.vault, api_key)])
         return owner
 
     async def submit(self, api_key: str, request: dict[str, Any], *, follow_up_of: str | None = None) -> Task:

@@ -18,7 +18,7 @@ from taskdeck.store.sqlite import SqliteStore
 from taskdeck.taskspec import check_run_input
 from taskdeck.vault import KeyVault
 
-__all__ = ["IntakeError", "enqueue", "enqueue_many", "new_task", "validate_request"]
+__all__ = ["IntakeError", "enqueue", "enqueue_many", "key_record", "new_task", "validate_request"]
 
 
 class IntakeError(Exception):
@@ -78,6 +78,11 @@ def new_task(
     )
 
 
+def key_record(vault: KeyVault, api_key: str) -> PutKey:
+    """The write that stores a key: encrypted, under its owner hash, with its last four characters."""
+    return PutKey(vault.owner(api_key), vault.encrypt(api_key), api_key[-4:] if len(api_key) > 4 else "", time.time())
+
+
 def enqueue(settings: Settings, api_key: str, request: Any) -> Task:
     """Store a pending task (and the encrypted key) for an engine process to submit."""
     return enqueue_many(settings, api_key, [request])[0]
@@ -92,7 +97,7 @@ def enqueue_many(settings: Settings, api_key: str, requests: list[Any]) -> list[
     tasks = [new_task(owner, *validate_request(r)) for r in requests]
     store = SqliteStore(settings.db_path)
     try:
-        store.apply([PutKey(owner, vault.encrypt(api_key), api_key[-4:], time.time()), *map(InsertTask, tasks)])
+        store.apply([key_record(vault, api_key), *map(InsertTask, tasks)])
     finally:
         store.close()
     return tasks
