@@ -100,11 +100,11 @@ def emulator(
     run_emulator(settings, log_level=log_level)
 
 
-def _settings(db: Path | None, base_url: str | None) -> Settings:
+def _settings(db: Path | None, base_url: str | None, **more: object) -> Settings:
     from taskdeck.config import Settings
 
     try:
-        settings = Settings.from_env().with_overrides(db_path=db, parallel_base_url=base_url)
+        settings = Settings.from_env().with_overrides(db_path=db, parallel_base_url=base_url, **more)
         settings.validate()
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -132,9 +132,7 @@ def serve(
     """Run the web app and the engine in one process (SQLite file by default)."""
     import logging
 
-    import uvicorn
-
-    from taskdeck.web import create_app
+    from taskdeck.web.app import create_app, serve_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "parallel"):
@@ -146,12 +144,12 @@ def serve(
         # A pro run (2-10 min) takes 12-60 s: long enough to watch, short enough to wait for.
         emulator = BackgroundEmulator(EmulatorSettings(port=0, time_scale=0.1)).start()
         base_url = emulator.url
-    settings = _settings(db, base_url).with_overrides(host=host, port=port)
+    settings = _settings(db, base_url, host=host, port=port)
     typer.echo(
         f"Taskdeck on http://{settings.host}:{settings.port}" + (" (demo: simulated API)" if demo else ""), err=True
     )
     try:
-        uvicorn.run(create_app(settings, demo=demo), host=settings.host, port=settings.port, log_level="warning")
+        serve_app(create_app(settings, demo=demo), settings.host, settings.port)
     finally:
         if emulator is not None:
             emulator.stop()

@@ -16,6 +16,8 @@ __all__ = ["ENV_PREFIX", "Settings", "default_db_path", "describe_fields", "load
 
 ENV_PREFIX = "TASKDECK_"
 REDACTED = "***"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
 def default_db_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -128,6 +130,37 @@ class Settings:
         default=100_000, metadata={"help": "Most runs this process follows at once; others wait for another process."}
     )
     write_batch: int = field(default=5000, metadata={"help": "Most writes committed in one transaction."})
+    create_timeout: float = field(
+        default=60.0,
+        metadata={
+            "help": "Seconds a run-creating request may take; after a crash, a task is resubmitted only once twice "
+            "this has passed with no run found."
+        },
+    )
+    daily_budget_usd: float = field(
+        default=0.0,
+        metadata={"help": "Most USD of runs one API key may start per UTC day (402 beyond it); 0 = no limit."},
+    )
+    max_body_bytes: int = field(default=1_048_576, metadata={"help": "Largest request body accepted (413 beyond it)."})
+    allowed_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "Host names the web app answers (400 otherwise, against DNS rebinding); default: the bound "
+            "host, plus localhost and 127.0.0.1 when bound to loopback. '*' allows any.",
+            "doc_default": "(the bound host)",
+        },
+    )
+    trusted_proxies: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Client addresses whose X-Forwarded-Proto and X-Forwarded-Host are believed."},
+    )
+    https: bool = field(
+        default=False,
+        metadata={"help": "Served over https (behind a TLS proxy): session cookies get Secure and the __Host- prefix."},
+    )
+    session_ttl: float = field(
+        default=14 * 24 * 3600.0, metadata={"help": "Seconds a browser session lasts after sign-in."}
+    )
 
     @property
     def base_url(self) -> str:
@@ -148,9 +181,36 @@ class Settings:
             raise ValueError("rate_limit_per_minute must be at least 1")
         if self.heartbeat_interval >= self.lease_ttl:
             raise ValueError("heartbeat_interval must be shorter than lease_ttl")
-        for name in ("stream_read_timeout", "status_poll_after", "poll_interval", "backoff_base", "backoff_max"):
+        for name in (
+            "stream_read_timeout",
+            "status_poll_after",
+            "poll_interval",
+            "backoff_base",
+            "backoff_max",
+            "create_timeout",
+            "session_ttl",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be greater than 0")
+        if self.daily_budget_usd < 0:
+            raise ValueError("daily_budget_usd must be 0 (no limit) or more")
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be at least 1024")
+        if not self.allowed_hosts and self.host in WILDCARD_HOSTS:
+            raise ValueError(
+                f"bound to {self.host}: set TASKDECK_ALLOWED_HOSTS to the names people use to reach Taskdeck "
+                "(or '*' to accept any Host header)"
+            )
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """The Host names the web app answers (lower case, no port); contains '*' when any is allowed."""
+        if self.allowed_hosts:
+            return frozenset(h.lower().strip("[]") for h in self.allowed_hosts)
+        names = {self.host.lower().strip("[]")}
+        if self.host in LOOPBACK_HOSTS:
+            names |= LOOPBACK_HOSTS
+        return frozenset(names)
 
     def redacted(self) -> dict[str, Any]:
         """Every setting as JSON-ready values, secrets replaced by ``***``."""

@@ -16,7 +16,7 @@ class TaskStatus(StrEnum):
 
     PENDING = "pending"  # stored, not yet sent upstream; safe to submit
     SUBMITTING = "submitting"  # the create request may be in flight
-    SUBMIT_UNKNOWN = "submit_unknown"  # found submitting after a crash: a run may or may not exist
+    SUBMIT_UNKNOWN = "submit_unknown"  # a run may or may not exist, and reconciling could not tell
     REJECTED = "rejected"  # upstream refused the create (401, 402, 403, 422)
     QUEUED = "queued"
     RUNNING = "running"
@@ -37,15 +37,18 @@ class TaskStatus(StrEnum):
 
     @property
     def can_resubmit(self) -> bool:
-        return self in (TaskStatus.SUBMIT_UNKNOWN, TaskStatus.REJECTED, TaskStatus.FAILED)
+        """The task ended without a result, so sending it again as a new run makes sense."""
+        return self in _RESUBMITTABLE
 
 
 _TERMINAL = frozenset(
     {TaskStatus.SUBMIT_UNKNOWN, TaskStatus.REJECTED, TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
 )
+_RESUBMITTABLE = frozenset({TaskStatus.SUBMIT_UNKNOWN, TaskStatus.REJECTED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 _FOLLOWED = frozenset(
     {
         TaskStatus.PENDING,
+        TaskStatus.SUBMITTING,  # a crashed holder's create is reconciled by whoever claims the task
         TaskStatus.QUEUED,
         TaskStatus.RUNNING,
         TaskStatus.ACTION_REQUIRED,
@@ -96,6 +99,12 @@ class Task:
     message: str | None = None  # a note for people: why rejected, what submit_unknown means
     lease_owner: str | None = None
     lease_expires: float | None = None
+    # The current submit attempt: the owner's task group the run is created in, the token it is
+    # tagged with, the group's runs cursor before the create, and when the create was last sent.
+    submit_group: str | None = None
+    submit_token: str | None = None
+    submit_cursor: str | None = None
+    submit_started_at: float | None = None
 
     @property
     def input(self) -> Any:

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+import jsonschema.validators
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from taskdeck.processors import get_processor
 
 __all__ = [
     "MAX_DOMAINS",
+    "RUN_INPUT_FIELDS",
     "Problem",
     "RunInputCheck",
     "SpecWarning",
@@ -40,6 +45,16 @@ MAX_DOMAINS = 200
 MAX_MCP_SERVERS = 10
 MAX_METADATA_KEY = 16
 MAX_METADATA_VALUE = 512
+# Most keyword evaluations one input-schema check may take: a crafted schema (nested anyOf over
+# references) can otherwise cost exponential time for a 15,000-character spec.
+MAX_VALIDATION_STEPS = 10_000
+REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+
+# The fields of Parallel's TaskRunInput (spec), plus the SDK's memory_scope_key.
+RUN_INPUT_FIELDS = frozenset(
+    "input processor task_spec metadata source_policy advanced_settings enable_events "
+    "previous_interaction_id mcp_servers webhook memory_scope_key".split()
+)
 
 UNSUPPORTED_KEYWORDS = frozenset(
     "contains format maxContains maxItems maxLength maxProperties maximum minContains minItems "
@@ -117,18 +132,41 @@ def normalize_schema(value: Any) -> dict[str, Any] | None:
     return None
 
 
-def check_run_input(body: Any, *, loc: Loc = (), default_task_spec: Any = None) -> RunInputCheck:
+def check_run_input(
+    body: Any, *, loc: Loc = (), default_task_spec: Any = None, known_fields_only: bool = False
+) -> RunInputCheck:
     """Check one ``TaskRunInput`` against Parallel's rules.
 
     ``default_task_spec`` is a task group's default, used when the input has none.
     Unknown processors are *not* a problem here: Parallel answers those with 403,
-    which callers decide themselves.
+    which callers decide themselves. ``known_fields_only`` refuses top-level fields
+    that TaskRunInput does not have (Taskdeck's own API does; Parallel ignores them).
+    Never fetches anything: schemas may only refer to themselves (``#/...``).
     """
+    try:
+        return _check_run_input(body, loc, default_task_spec, known_fields_only)
+    except RecursionError:
+        check = RunInputCheck()
+        check.problems.append(Problem(loc, "nests too deeply to check"))
+        return check
+
+
+def _check_run_input(body: Any, loc: Loc, default_task_spec: Any, known_fields_only: bool) -> RunInputCheck:
     check = RunInputCheck()
     p = check.problems
     if not isinstance(body, dict):
         p.append(Problem(loc, "must be a JSON object", "type_error"))
         return check
+    if known_fields_only:
+        for key in body:
+            if key not in RUN_INPUT_FIELDS:
+                p.append(
+                    Problem(
+                        (*loc, key),
+                        f"is not a field of Parallel's TaskRunInput (known: {', '.join(sorted(RUN_INPUT_FIELDS))})",
+                        "extra_forbidden",
+                    )
+                )
 
     if "processor" not in body:
         p.append(Problem((*loc, "processor"), "field required", "missing"))
@@ -147,22 +185,29 @@ def check_run_input(body: Any, *, loc: Loc = (), default_task_spec: Any = None) 
     spec = body.get("task_spec")
     if spec is None:
         spec = default_task_spec
+    spec_ok = True
     if spec is not None:
         spec_check = check_task_spec(spec, loc=(*loc, "task_spec"), processor=body.get("processor"))
         p.extend(spec_check.problems)
         check.warnings.extend(spec_check.warnings)
-        if not spec_check.problems:
-            spec_chars = len(compact_json(spec))
-            input_chars = len(value) if isinstance(value, str) else len(compact_json(value))
-            if spec_chars + input_chars > MAX_SPEC_AND_INPUT_CHARS:
-                p.append(
-                    Problem(
-                        (*loc, "input"),
-                        f"task spec plus input is {spec_chars + input_chars} characters; "
-                        f"the limit is {MAX_SPEC_AND_INPUT_CHARS}",
-                    )
+        spec_ok = not spec_check.problems
+    if spec_ok and isinstance(value, str | dict):
+        # The limit counts the spec and the input together; with no spec, the input alone.
+        spec_chars = len(compact_json(spec)) if spec is not None else 0
+        input_chars = len(value) if isinstance(value, str) else len(compact_json(value))
+        if spec_chars + input_chars > MAX_SPEC_AND_INPUT_CHARS:
+            what = "task spec plus input" if spec is not None else "input"
+            p.append(
+                Problem(
+                    (*loc, "input"),
+                    f"{what} is {spec_chars + input_chars} characters; the limit is {MAX_SPEC_AND_INPUT_CHARS}",
+                    "too_long",
                 )
-            check.warnings.extend(_input_warnings(spec, value))
+            )
+        elif spec is not None:
+            warnings, problems = _input_warnings(spec, value, (*loc, "task_spec", "input_schema"))
+            check.warnings.extend(warnings)
+            p.extend(problems)
 
     _check_metadata(body.get("metadata"), (*loc, "metadata"), p)
     _check_source_policy(body.get("source_policy"), (*loc, "source_policy"), p)
@@ -230,6 +275,10 @@ def _check_schema_object(
     js = schema.get("json_schema")
     if not isinstance(js, dict):
         p.append(Problem((*loc, "json_schema"), "field required: a JSON Schema object", "missing"))
+        return
+    ref_problems = _remote_refs(js, (*loc, "json_schema"))
+    if ref_problems:
+        p.extend(ref_problems)
         return
     if not allow_auto:
         # Input schemas only describe the input; the output-schema rules do not apply.
@@ -355,18 +404,77 @@ def _walk(node: dict[str, Any], loc: Loc, depth: int) -> Iterator[tuple[dict[str
         yield from _walk(extra, (*loc, "additionalProperties"), child_depth)
 
 
-def _input_warnings(spec: Any, value: Any) -> list[SpecWarning]:
+def _remote_refs(schema: Any, loc: Loc) -> list[Problem]:
+    """A problem for every reference that is not local (``#...``): those would need a fetch."""
+    out: list[Problem] = []
+    stack: list[tuple[Any, Loc]] = [(schema, loc)]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, dict):
+            for key, sub in node.items():
+                if key in REF_KEYWORDS and not (isinstance(sub, str) and sub.startswith("#")):
+                    out.append(
+                        Problem(
+                            (*at, key),
+                            "only local references such as '#/$defs/name' are allowed; schemas are never fetched",
+                            "value_error.ref",
+                        )
+                    )
+                else:
+                    stack.append((sub, (*at, key)))
+        elif isinstance(node, list):
+            stack.extend((sub, (*at, i)) for i, sub in enumerate(node))
+    return out
+
+
+class SchemaTooComplex(Exception):
+    """Checking an input against its schema took more than :data:`MAX_VALIDATION_STEPS` steps."""
+
+
+_steps = threading.local()
+
+
+def _counted(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def step(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        _steps.left -= 1
+        if _steps.left < 0:
+            raise SchemaTooComplex
+        return fn(validator, value, instance, schema)
+
+    return step
+
+
+# Draft 2020-12 with every keyword counted, and a registry that never retrieves anything.
+_BoundedValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    validators={name: _counted(fn) for name, fn in jsonschema.Draft202012Validator.VALIDATORS.items()},
+)
+_NO_FETCH: Registry[Any] = Registry()  # its default retrieve refuses every URI
+
+
+def _input_warnings(spec: Any, value: Any, loc: Loc) -> tuple[list[SpecWarning], list[Problem]]:
+    """Warnings for an input that does not match its input schema; problems when that cannot be checked."""
     if not isinstance(spec, dict):
-        return []
+        return [], []
     inp = normalize_schema(spec.get("input_schema")) if spec.get("input_schema") is not None else None
     if inp is None or inp.get("type") != "json" or not isinstance(inp.get("json_schema"), dict):
-        return []
+        return [], []
     if not isinstance(value, dict):
-        return [SpecWarning("input_validation_warning", "Input is text but the input schema expects a JSON object.")]
+        return [
+            SpecWarning("input_validation_warning", "Input is text but the input schema expects a JSON object.")
+        ], []
+    _steps.left = MAX_VALIDATION_STEPS
     try:
-        errors = sorted(jsonschema.Draft202012Validator(inp["json_schema"]).iter_errors(value), key=str)
+        validator = _BoundedValidator(inp["json_schema"], registry=_NO_FETCH)
+        errors = sorted(validator.iter_errors(value), key=str)
     except jsonschema.SchemaError as exc:
-        return [SpecWarning("input_validation_warning", f"Input schema is not valid JSON Schema: {exc.message}")]
+        return [SpecWarning("input_validation_warning", f"Input schema is not valid JSON Schema: {exc.message}")], []
+    except SchemaTooComplex:
+        return [], [Problem((*loc, "json_schema"), f"is too complex to check (over {MAX_VALIDATION_STEPS} steps)")]
+    except RecursionError:
+        return [], [Problem((*loc, "json_schema"), "refers to itself without end")]
+    except Unresolvable as exc:
+        return [], [Problem((*loc, "json_schema"), f"has a reference that cannot be resolved: {exc}")]
     return [
         SpecWarning(
             "input_validation_warning",
@@ -374,7 +482,7 @@ def _input_warnings(spec: Any, value: Any) -> list[SpecWarning]:
             {"path": [str(x) for x in err.absolute_path]},
         )
         for err in errors[:5]
-    ]
+    ], []
 
 
 def _check_optional(body: dict[str, Any], key: str, kind: type, label: str, loc: Loc, p: list[Problem]) -> None:

@@ -44,8 +44,8 @@ class KeyVault:
     def __init__(self, secret: str) -> None:
         raw = secret.encode()
         self._fernet = Fernet(base64.urlsafe_b64encode(_derive(raw, b"taskdeck api-key encryption")))
+        self._raw = raw
         self._owner_key = _derive(raw, b"taskdeck owner hash")
-        self._session_key = _derive(raw, b"taskdeck session cookie")
 
     @classmethod
     def open(cls, secret: str | None, db_path: Path) -> KeyVault:
@@ -66,16 +66,9 @@ class KeyVault:
         """The keyed hash that owns this key's tasks (hex, 64 characters)."""
         return hmac.new(self._owner_key, api_key.encode(), hashlib.sha256).hexdigest()
 
-    def session_token(self, owner: str) -> str:
-        """A cookie value naming ``owner``, signed so it cannot be forged."""
-        mac = hmac.new(self._session_key, owner.encode(), hashlib.sha256).hexdigest()
-        return f"{owner}.{mac}"
-
-    def session_owner(self, token: str) -> str | None:
-        """The owner a cookie value names, or None when it was not signed by this server."""
-        owner, _, mac = token.partition(".")
-        expected = hmac.new(self._session_key, owner.encode(), hashlib.sha256).hexdigest()
-        return owner if owner and hmac.compare_digest(mac, expected) else None
+    def derive(self, purpose: bytes) -> bytes:
+        """A 32-byte key for ``purpose``, derived from the server secret (HKDF), unrelated to every other."""
+        return _derive(self._raw, purpose)
 
     def encrypt(self, api_key: str) -> bytes:
         return self._fernet.encrypt(api_key.encode())

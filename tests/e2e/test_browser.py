@@ -14,6 +14,7 @@ from taskdeck.config import Settings
 from taskdeck.emulator import BackgroundEmulator, EmulatorSettings
 from taskdeck.emulator.server import BackgroundServer
 from taskdeck.web import create_app
+from taskdeck.web.app import begin_shutdown
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -42,7 +43,8 @@ def start_server(db: Path, emu: BackgroundEmulator) -> BackgroundServer:
     settings = Settings(
         db_path=db, parallel_base_url=emu.url, secret_key="e2e-secret", heartbeat_interval=1, lease_ttl=3
     )
-    return BackgroundServer(create_app(settings, demo=True)).start()
+    app = create_app(settings, demo=True)
+    return BackgroundServer(app, before_shutdown=lambda: begin_shutdown(app)).start()
 
 
 def shot(page: Page, name: str) -> None:
@@ -91,7 +93,7 @@ def test_submit_watch_live_restart_and_come_back(
         page.locator("#result-json summary").first.click()  # the JSON view folds
         expect(page.locator("#result-json details").first).not_to_have_attribute("open", "")
         page.click("#req-curl")
-        expect(page.locator("#request-code")).to_contain_text("curl -X POST")
+        expect(page.locator("#request-code")).to_contain_text("curl -sS -X POST")
         expect(page.locator("#request-code")).not_to_contain_text(KEY)
 
         # Leave, restart the server on the same database, come back: the task is there, finished.

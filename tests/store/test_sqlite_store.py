@@ -10,6 +10,7 @@ from pathlib import Path
 
 from taskdeck.models import Origin, Task, TaskStatus
 from taskdeck.store import AppendEvent, InsertTask, PatchTask, PutKey, SqliteStore
+from taskdeck.store.base import AdvanceGroupCursor, OwnerGroup
 from taskdeck.store.sqlite import migration_files
 from taskdeck.vault import KeyVault
 
@@ -116,16 +117,89 @@ def test_leases(tmp_path: Path) -> None:
     store.close()
 
 
-def test_expire_submitting(tmp_path: Path) -> None:
+def test_a_submitting_task_whose_holder_died_is_claimed_for_reconciliation(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "t.db")
     store.apply([PutKey("o1", b"c", "x", 1.0)])
     now = time.time()
     held = task(status=TaskStatus.SUBMITTING, lease_owner="A", lease_expires=now + 60)
-    stale = task(status=TaskStatus.SUBMITTING, lease_owner="A", lease_expires=now - 1)
+    stale = task(status=TaskStatus.SUBMITTING, lease_owner="A", lease_expires=now - 1, submit_token="t.1")
     store.apply([InsertTask(held), InsertTask(stale)])
-    assert store.expire_submitting(now, "check usage") == [stale.id]
-    got = store.get_task(stale.id)
-    assert got is not None and got.status == TaskStatus.SUBMIT_UNKNOWN and got.message == "check usage"
+    claimed = store.claim("B", now, 10, 10)
+    assert [t.id for t in claimed] == [stale.id]  # the live holder keeps its own
+    assert claimed[0].status == TaskStatus.SUBMITTING and claimed[0].submit_token == "t.1"
+    store.close()
+
+
+def test_forgotten_keys_are_erased_and_their_tasks_not_claimed(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    store.apply([PutKey("o1", b"cipher", "x", 1.0), PutKey("o2", b"cipher2", "y", 1.0)])
+    mine, theirs = task(owner="o1"), task(owner="o2")
+    store.apply([InsertTask(mine), InsertTask(theirs)])
+    assert store.forget_key("o1") is True
+    assert store.forget_key("o1") is False  # nothing left to forget
+    assert store.get_key("o1") is None and store.get_key("o2") == b"cipher2"
+    raw = sqlite3.connect(tmp_path / "t.db").execute("SELECT ciphertext FROM api_keys WHERE owner='o1'").fetchone()
+    assert raw[0] == b""  # the ciphertext itself is gone from the file's live rows
+    assert store.owners_with_keys(["o1", "o2", "o3"]) == {"o2"}
+    assert [t.id for t in store.claim("A", time.time(), 10, 10)] == [theirs.id]
+    store.apply([PutKey("o1", b"again", "x", 2.0)])  # signing in again brings the runs back
+    assert [t.id for t in store.claim("A", time.time(), 10, 10)] == [mine.id]
+    store.close()
+
+
+def test_delete_removes_a_task_in_any_state_or_only_in_the_given_ones(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    store.apply([PutKey("o1", b"c", "x", 1.0)])
+    running, pending = task(status=TaskStatus.RUNNING), task(status=TaskStatus.PENDING)
+    store.apply([InsertTask(running), InsertTask(pending), event(running.id, "k")])
+    assert store.delete_task(running.id, only_if_status=["completed"]) is False
+    assert store.delete_task(running.id) is True
+    assert store.get_task(running.id) is None and store.events(running.id) == []
+    assert store.delete_task(pending.id) is True and store.delete_task(pending.id) is False
+    store.close()
+
+
+def test_owner_groups_first_claim_wins_and_cursor_advances(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    first = store.claim_owner_group("o1", "tgrp_a", 1.0)
+    second = store.claim_owner_group("o1", "tgrp_b", 2.0)  # a racing process made another: the first wins
+    assert first == second == OwnerGroup("o1", "tgrp_a", None)
+    store.apply([AdvanceGroupCursor("o1", "tgrp_a", "run-3"), AdvanceGroupCursor("o1", "tgrp_b", "run-9")])
+    assert store.get_owner_group("o1") == OwnerGroup("o1", "tgrp_a", "run-3")  # another group's cursor is ignored
+    store.drop_owner_group("o1", "tgrp_b")  # not the recorded one: nothing happens
+    assert store.get_owner_group("o1") is not None
+    store.drop_owner_group("o1", "tgrp_a")
+    assert store.get_owner_group("o1") is None
+    store.close()
+
+
+def test_sessions_expire_and_end(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    now = time.time()
+    store.put_session("h1", "o1", now, now + 100)
+    store.put_session("h2", "o1", now, now + 100)
+    store.put_session("h3", "o2", now, now + 1)
+    assert store.get_session("h1", now) == "o1"
+    assert store.get_session("h3", now + 2) is None  # expired
+    assert store.get_session("nope", now) is None
+    assert store.delete_session("h1") is True and store.get_session("h1", now) is None
+    assert store.delete_sessions("o1") == 1 and store.get_session("h2", now) is None
+    store.close()
+
+
+def test_spent_since_counts_started_runs_of_one_owner(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    store.apply([PutKey("o1", b"c", "x", 1.0), PutKey("o2", b"c", "x", 1.0)])
+    store.apply(
+        [
+            InsertTask(task(created=100.0, cost_usd=0.1)),
+            InsertTask(task(created=200.0, cost_usd=0.3)),
+            InsertTask(task(created=200.0, cost_usd=1.0, status=TaskStatus.REJECTED)),  # never created: free
+            InsertTask(task(owner="o2", created=200.0, cost_usd=2.0)),
+        ]
+    )
+    assert store.spent_since("o1", 150.0) == 0.3
+    assert store.spent_since("o1", 0.0) == 0.4
     store.close()
 
 

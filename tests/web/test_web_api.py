@@ -13,6 +13,7 @@ from taskdeck.config import Settings
 from taskdeck.emulator import BackgroundEmulator, EmulatorSettings
 from taskdeck.emulator.server import BackgroundServer
 from taskdeck.web import create_app
+from taskdeck.web.app import begin_shutdown
 
 KEY = "web-test-key-1234"
 OTHER = "web-test-key-9999"
@@ -25,7 +26,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         settings = Settings(
             db_path=db, parallel_base_url=emu.url, secret_key="web-secret", heartbeat_interval=1, lease_ttl=5
         )
-        with BackgroundServer(create_app(settings)) as web:
+        app = create_app(settings)
+        with BackgroundServer(app, before_shutdown=lambda: begin_shutdown(app)) as web:
             yield web.url
 
 
@@ -61,8 +63,8 @@ def test_health_and_settings_hide_the_secret(server: str) -> None:
 
 def test_no_key_is_401_with_what_to_do(server: str) -> None:
     with api(server, None) as client:
-        resp = client.post("/api/tasks", json={"input": "x", "processor": "lite"})
-    assert resp.status_code == 401 and "x-api-key" in resp.json()["error"]["message"]
+        resp = client.get("/api/tasks")
+    assert resp.status_code == 401 and "Enter your Parallel API key" in resp.json()["error"]["message"]
 
 
 def test_bad_input_is_422_naming_the_field_and_stores_nothing(server: str) -> None:
@@ -140,19 +142,25 @@ def test_list_filters_and_cursor(server: str) -> None:
 
 def test_session_cookie_sign_in_and_out(server: str) -> None:
     with api(server, None) as client:
+        token = client.get("/api/csrf").json()["csrf_token"]
+        client.headers["x-csrf-token"] = token
         assert client.post("/api/session", json={"api_key": "emu-invalid-abc"}).status_code == 401
         assert client.post("/api/session", json={}).status_code == 422
         resp = client.post("/api/session", json={"api_key": KEY})
-        assert resp.status_code == 200 and resp.json() == {"key": "…1234"}
+        assert resp.status_code == 200 and resp.json()["key"] == "…1234"
         cookie = resp.headers["set-cookie"]
-        assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower() and KEY not in cookie
-        assert client.get("/api/session").json() == {"key": "…1234"}
+        assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower() and "path=/" in cookie.lower()
+        assert KEY not in cookie and "secure" not in cookie.lower()  # plain http here: no Secure flag
+        client.headers["x-csrf-token"] = resp.json()["csrf_token"]
+        assert client.get("/api/session").json()["key"] == "…1234"
         assert client.get("/api/tasks").status_code == 200  # the cookie authenticates
-        assert client.delete("/api/session").status_code == 204
-        client.cookies.clear()
+        session_cookie = client.cookies["taskdeck_session"]
+        out = client.delete("/api/session")
+        assert out.status_code == 200 and out.json()["csrf_token"]
+        # The server ended the session: the old cookie, replayed, authenticates nothing.
+        client.cookies.set("taskdeck_session", session_cookie)
         assert client.get("/api/session").status_code == 401
-        client.cookies.set("taskdeck_session", "forged.deadbeef")
-        assert client.get("/api/session").status_code == 401
+        assert client.post("/api/tasks", json={"input": "x", "processor": "lite"}).status_code == 401
 
 
 def test_resubmit_delete_and_track(server: str) -> None:
@@ -169,8 +177,12 @@ def test_resubmit_delete_and_track(server: str) -> None:
         long = client.post(
             "/api/tasks", json={"input": "x", "processor": "lite", "metadata": {"emulator": "duration=1000000"}}
         ).json()["task"]
-        assert client.delete(f"/api/tasks/{long['id']}").status_code == 409  # still running
-        assert client.post(f"/api/tasks/{long['id']}/resubmit").status_code == 409
+        resubmit = client.post(f"/api/tasks/{long['id']}/resubmit")
+        assert resubmit.status_code == 409 and "delete it" in resubmit.json()["error"]["message"]
+        # A running task can be deleted: Taskdeck stops following it (the run itself goes on upstream).
+        assert client.delete(f"/api/tasks/{long['id']}").status_code == 204
+        assert client.get(long["urls"]["self"]).status_code == 404
+        assert client.delete(f"/api/tasks/{long['id']}").status_code == 404
         assert client.post("/api/track", json={}).status_code == 422
         assert client.post("/api/track", json={"run_id": "trun_" + "0" * 32}).status_code == 404
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import resource
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -67,9 +68,18 @@ class BackgroundServer:
     Use as a context manager; ``url`` is its base URL. Port 0 picks a free port.
     """
 
-    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        before_shutdown: Callable[[], None] | None = None,
+    ) -> None:
         _install_log_filter()
         self.host = host
+        self._before_shutdown = before_shutdown
         self._server = uvicorn.Server(_uvicorn_config(app, host, port, log_level))
         self._thread = threading.Thread(target=self._run, name="taskdeck-server", daemon=True)
         self._ready = threading.Event()
@@ -89,6 +99,8 @@ class BackgroundServer:
             self.port = self._server.servers[0].sockets[0].getsockname()[1]
         self._ready.set()
         await self._server.main_loop()
+        if self._before_shutdown is not None:
+            self._before_shutdown()  # e.g. end open event streams, which uvicorn would wait for
         await self._server.shutdown()
 
     @property

@@ -1,16 +1,16 @@
 """The engine: owns the store, the writer, the rate budget and every run follower of this process.
 
 A heartbeat loop renews this process's leases, claims followed tasks nobody
-holds (a crashed process's expire), turns tasks stuck in ``submitting`` with an
-expired lease into ``submit_unknown``, and GETs runs whose status no stream has
-reported for a while. ``submit``, ``track`` and ``resubmit`` lease their task
-at once and start following it without waiting for a heartbeat.
+holds (a crashed process's expire; a task it left ``submitting`` is reconciled
+by the new follower, see submitter.py), stops following the runs of keys that
+were forgotten, and GETs runs whose status no stream has reported for a while.
+``submit``, ``track`` and ``resubmit`` lease their task at once and start
+following it without waiting for a heartbeat.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -18,15 +18,17 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from taskdeck.config import Settings
 from taskdeck.engine.feed import Feed
 from taskdeck.engine.follower import Follower
+from taskdeck.engine.groups import OwnerGroups
 from taskdeck.engine.intake import IntakeError, key_record, new_task, validate_request
 from taskdeck.engine.ratelimit import RateBudget
-from taskdeck.engine.writer import Writer
-from taskdeck.models import ACTIVE_UPSTREAM, Origin, Task, TaskStatus, new_task_id
+from taskdeck.engine.writer import Writer, note
+from taskdeck.models import ACTIVE_UPSTREAM, Task, TaskStatus, new_task_id
 from taskdeck.processors import get_processor
 from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, Store
 from taskdeck.store.sqlite import SqliteStore
@@ -38,10 +40,6 @@ __all__ = ["Engine"]
 log = logging.getLogger("taskdeck.engine")
 USAGE_REPORT_INTERVAL = 1.0
 T = TypeVar("T")
-SUBMIT_UNKNOWN_MESSAGE = (
-    "Taskdeck stopped while creating this run, so it cannot tell whether Parallel created it "
-    "(and bills for it). Check your Parallel usage, then resubmit if no run exists."
-)
 
 
 class Engine:
@@ -56,7 +54,11 @@ class Engine:
         self.writer = Writer(self.store, self.feed, batch=settings.write_batch)
         self.budget = RateBudget(settings.rate_limit_per_minute, settings.rate_limit_scope)
         self.upstream = Upstream(settings.base_url, self.budget, transport=settings.http_transport)
+        self.groups = OwnerGroups(self.store, self.upstream, self.db)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # When our leases were last known renewed (monotonic); a create is only sent while they are fresh.
+        self._renewed_at = time.monotonic()
+        self._spend_locks: dict[str, asyncio.Lock] = {}
         self.followers: dict[str, Follower] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._keys: dict[str, str] = {}
@@ -129,7 +131,12 @@ class Engine:
                 except Exception:
                     log.exception("could not record rate usage")
 
+    def lease_fresh(self) -> bool:
+        """Our leases were renewed recently enough that none can have passed to another process."""
+        return time.monotonic() - self._renewed_at < self.settings.lease_ttl - self.settings.heartbeat_interval
+
     async def _heartbeat(self) -> None:
+        started = time.monotonic()
         now = time.time()
         ttl = self.settings.lease_ttl
         # Learn the rate budget others (or a dead predecessor) spent before claiming anything.
@@ -139,9 +146,17 @@ class Engine:
             held = await self.db(self.store.renew, self.holder, list(self.followers), now + ttl)
             for task_id in list(self.followers):
                 if task_id not in held:
-                    log.warning("lost the lease of %s; another process follows it now", task_id)
+                    log.warning("lost the lease of %s (taken over or deleted); stopped following it", task_id)
                     self._drop(task_id)
-        await self.db(self.store.expire_submitting, now, SUBMIT_UNKNOWN_MESSAGE)
+            owners = {f.task.owner for f in self.followers.values()}
+            keyed = await self.db(self.store.owners_with_keys, list(owners))
+            for task_id, follower in list(self.followers.items()):
+                if follower.task.owner not in keyed:
+                    log.warning("the API key of %s was forgotten; stopped following it", task_id)
+                    self._keys.pop(follower.task.owner, None)
+                    self._drop(task_id)
+                    await self.db(self.store.release, self.holder, [task_id])
+        self._renewed_at = started
         room = self.settings.max_followers - len(self.followers)
         claimed = await self.db(self.store.claim, self.holder, now, ttl, room)
         for task in claimed:
@@ -182,7 +197,9 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("follower of %s crashed; its lease will expire and it will be retried", task_id)
+            # Its lease is no longer renewed, so it expires and a heartbeat (ours or another
+            # process's) claims the task again and starts a fresh follower from what is stored.
+            log.exception("follower of %s crashed; the task will be claimed again once its lease expires", task_id)
             self.followers.pop(task_id, None)
             self._tasks.pop(task_id, None)
             return
@@ -220,14 +237,33 @@ class Engine:
             if not parent.interaction_id:
                 raise IntakeError(422, "follow_up_of: that task has no interaction id yet (not submitted)")
             request["previous_interaction_id"] = parent.interaction_id
-        request, processor = validate_request(request)
+        # Schema checks can cost real CPU (bounded, see taskspec): off the event loop.
+        request, processor = await asyncio.to_thread(validate_request, request)
         await self.remember_key(api_key)
         task = new_task(
             owner, request, processor, follow_up_of=follow_up_of, holder=self.holder, lease_ttl=self.settings.lease_ttl
         )
-        await self.writer.commit([InsertTask(task), self._own(task, "created")], owner)
+        # Check and store under one lock per owner, so two requests cannot both pass the budget.
+        async with self._spend_locks.setdefault(owner, asyncio.Lock()):
+            await self._check_budget(owner, task.cost_usd or 0.0)
+            await self.writer.commit([InsertTask(task), self._own(task, "created")], owner)
         await self._start_follower(task)
         return task
+
+    async def _check_budget(self, owner: str, cost: float) -> None:
+        """Refuse (402) a run that would take the owner past the daily budget, when one is set."""
+        budget = self.settings.daily_budget_usd
+        if budget <= 0:
+            return
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        spent = await self.db(self.store.spent_since, owner, midnight)
+        if spent + cost > budget + 1e-9:
+            raise IntakeError(
+                402,
+                f"Daily budget reached: this API key has started ${spent:.3f} of runs today (UTC) and this run "
+                f"costs ${cost:.3f}, over the ${budget:.2f} limit (TASKDECK_DAILY_BUDGET_USD). It resets at "
+                "00:00 UTC; choose a cheaper processor or ask the administrator to raise the limit.",
+            )
 
     async def track(self, api_key: str, run_id: str) -> Task:
         """Adopt a run created elsewhere and follow it from its current state."""
@@ -269,14 +305,24 @@ class Engine:
         return task
 
     async def resubmit(self, api_key: str, task_id: str) -> Task:
-        """Send a ``submit_unknown``, ``rejected`` or ``failed`` task again, as a fresh run."""
+        """Send a task that ended without a result (submit_unknown, rejected, failed, cancelled) again, as a new run.
+
+        A task still being submitted or followed is refused (409): delete it instead to stop following it.
+        """
         owner = self.vault.owner(api_key)
         task = await self.db(self.store.get_task, task_id)
         if task is None or task.owner != owner:
             raise IntakeError(404, f"no task {task_id!r} for this API key")
         if not task.status.can_resubmit:
-            raise IntakeError(409, f"a {task.status.value} task cannot be resubmitted")
+            raise IntakeError(
+                409,
+                f"task {task_id!r} is {task.status.value}: only a task that ended without a result can be "
+                "resubmitted (delete it to stop following it)",
+            )
         await self.remember_key(api_key)
+        async with self._spend_locks.setdefault(owner, asyncio.Lock()):
+            if task.status != TaskStatus.REJECTED:  # a rejected run cost nothing and is not counted
+                await self._check_budget(owner, task.cost_usd or 0.0)
         now = time.time()
         changes = {
             "status": TaskStatus.PENDING.value,
@@ -285,12 +331,20 @@ class Engine:
             "upstream_status": None,
             "error": None,
             "output": None,
+            "progress": None,
+            "progress_meter": None,
             "message": None,
+            "submitted_at": None,
             "completed_at": None,
+            # A new attempt gets a new tag, so that the old run is never taken for the new one.
+            "submit_group": None,
+            "submit_token": None,
+            "submit_cursor": None,
+            "submit_started_at": None,
             "lease_owner": self.holder,
             "lease_expires": now + self.settings.lease_ttl,
         }
-        guard = (TaskStatus.SUBMIT_UNKNOWN, TaskStatus.REJECTED, TaskStatus.FAILED)
+        guard = tuple(s for s in TaskStatus if s.can_resubmit)
         await self.writer.commit(
             [
                 PatchTask(task.id, changes, only_if_status=guard),
@@ -304,16 +358,39 @@ class Engine:
         await self._start_follower(fresh)
         return fresh
 
+    async def delete(self, owner: str, task_id: str) -> Task:
+        """Stop following a task (in any state) and remove it with its events.
+
+        Nothing is cancelled at Parallel (it has no cancel): a run it already created goes on and is billed.
+        Another process following the task stops at its next heartbeat (its lease renewal finds no row).
+        """
+        task = await self.db(self.store.get_task, task_id)
+        if task is None or task.owner != owner:
+            raise IntakeError(404, f"No task {task_id!r} for this API key.")
+        self._drop(task.id)
+        if not await self.db(lambda: self.store.delete_task(task.id)):
+            raise IntakeError(404, f"No task {task_id!r} for this API key.")
+        log.info("task %s deleted by its owner (it was %s)", task.id, task.status.value)
+        return task
+
+    async def forget_key(self, owner: str) -> int:
+        """Erase the owner's stored key; stop following its runs here. Returns how many runs stopped being followed.
+
+        Runs keep going at Parallel; they are followed again (from where they are) once the key is given again.
+        """
+        self._keys.pop(owner, None)
+        await self.db(self.store.forget_key, owner)
+        dropped = [task_id for task_id, f in self.followers.items() if f.task.owner == owner]
+        for task_id in dropped:
+            self._drop(task_id)
+        if dropped:
+            await self.db(self.store.release, self.holder, dropped)
+        log.info("an API key was forgotten; %d run(s) are no longer followed", len(dropped))
+        return len(dropped)
+
     @staticmethod
     def _own(task: Task, kind: str, **data: Any) -> AppendEvent:
-        return AppendEvent(
-            task_id=task.id,
-            type=f"taskdeck.{kind}",
-            origin=Origin.TASKDECK,
-            data=json.dumps(data, separators=(",", ":")),
-            received_at=time.time(),
-            owner=task.owner,
-        )
+        return note(task, kind, **data)
 
     def stats(self) -> dict[str, Any]:
         """Counters for health pages and benchmarks."""

@@ -6,11 +6,15 @@ once when it ends without a terminal state (the 570 s close, a drop), backing
 off on errors, and falling back to polling (``GET`` + ``/result`` long-poll)
 after repeated stream failures, trying the stream again after each poll.
 
+Getting the run id in the first place (create, or find what a crashed process
+created) is the :class:`~taskdeck.engine.submitter.Submitter`'s job.
+
 De-duplication (contract §8: streams replay history on every connect):
 ``progress_msg.*`` by (type, timestamp, message); ``task_run.state`` by
-(status, modified_at); ``progress_stats`` only when it differs from the latest
-snapshot; anything else by its exact text. The keys already stored are loaded
-when the follower starts, so a restart stores nothing twice.
+(status, modified_at); anything else (``progress_stats`` included) by its
+canonical JSON. The keys already stored are loaded when the follower starts, so a
+restart stores nothing twice; a key counts as seen only once its event is
+committed, so an event whose write failed is stored at the next replay.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from taskdeck.config import Settings
+from taskdeck.engine.submitter import Stopped, Submitter
+from taskdeck.engine.writer import WriteFailed, note
+from taskdeck.jsonbody import storable
 from taskdeck.models import ACTIVE_UPSTREAM, Origin, Task, TaskStatus
 from taskdeck.store.base import AppendEvent, PatchTask, Write
 from taskdeck.upstream.client import UpstreamError, betas_for
@@ -37,11 +44,16 @@ if TYPE_CHECKING:
 __all__ = ["Follower", "dedup_key"]
 
 log = logging.getLogger("taskdeck.follower")
-REJECT_STATUSES = (400, 401, 402, 403, 404, 422)
 
 
 def _digest(*parts: str) -> str:
-    return hashlib.sha1("\x1f".join(parts).encode(), usedforsecurity=False).hexdigest()
+    # surrogatepass: upstream text may hold lone surrogates (from \ud800 escapes); they still hash.
+    return hashlib.sha1("\x1f".join(parts).encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+
+
+def _canonical(payload: Any) -> str:
+    """One text per JSON value, whatever whitespace or key order it arrived with."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def dedup_key(message: SseMessage) -> str:
@@ -55,7 +67,7 @@ def dedup_key(message: SseMessage) -> str:
         return f"state:{run.get('status')}:{run.get('modified_at')}"
     if kind.startswith("task_run.progress_msg."):
         return "msg:" + _digest(kind, str(payload.get("timestamp")), str(payload.get("message")))
-    return "data:" + _digest(kind, message.data)
+    return "data:" + _digest(kind, _canonical(payload))
 
 
 class Outcome(Enum):
@@ -81,8 +93,8 @@ class Follower:
         self.task = task
         self.api_key = api_key
         self.status = task.status
-        self.seen: set[str] = set()
-        self.latest_stats: str | None = None if task.progress is None else _compact(task.progress)
+        self.seen: set[str] = set()  # keys of events committed
+        self.inflight: set[str] = set()  # keys of events queued to the writer, not yet committed
         self.last_status_at = time.monotonic()
         self.first_event_at = task.first_event_at
         self.failures = 0
@@ -106,21 +118,33 @@ class Follower:
         return False
 
     def _own(self, kind: str, **data: Any) -> AppendEvent:
-        return AppendEvent(
-            task_id=self.task.id,
-            type=f"taskdeck.{kind}",
-            origin=Origin.TASKDECK,
-            data=_compact(data),
-            received_at=time.time(),
-            owner=self.task.owner,
-        )
+        return note(self.task, kind, **data)
 
-    async def _put(self, *writes: Write) -> None:
-        for write in writes:
-            await self.engine.writer.put(write, self.task.owner)
+    async def _put(self, *writes: Write, key: str | None = None) -> None:
+        """Queue writes as one unit; ``key`` (an event's dedup key) counts as seen once they commit."""
+        on_done = None
+        if key is not None:
+
+            def on_done(ok: bool, key: str = key) -> None:
+                self.inflight.discard(key)
+                if ok:
+                    self.seen.add(key)
+
+        await self.engine.writer.put(*writes, owner=self.task.owner, on_done=on_done)
 
     async def _commit(self, *writes: Write) -> None:
-        await self.engine.writer.commit(list(writes), self.task.owner)
+        """Commit writes that must be stored, retrying until they are (or the process stops)."""
+        attempt = 0
+        while True:
+            try:
+                await self.engine.writer.commit(list(writes), self.task.owner)
+                return
+            except WriteFailed as exc:
+                attempt += 1
+                delay = min(self.settings.backoff_max, self.settings.backoff_base * 2.0**attempt)
+                log.error("could not store the state of %s (%s); retrying in %.1f s", self.task.id, exc, delay)
+                if not await self._pause(delay):
+                    raise Stopped from exc
 
     def _patch(self, **changes: Any) -> PatchTask:
         return PatchTask(self.task.id, changes)
@@ -132,57 +156,29 @@ class Follower:
 
     # -- entry -------------------------------------------------------------------
     async def run(self) -> None:
-        if self.status == TaskStatus.PENDING and not await self._submit():
+        try:
+            if self.status in (TaskStatus.PENDING, TaskStatus.SUBMITTING):
+                submitter = Submitter(
+                    self.task,
+                    self.api_key,
+                    settings=self.settings,
+                    upstream=self.engine.upstream,
+                    groups=self.engine.groups,
+                    writer=self.engine.writer,
+                    lease_fresh=self.engine.lease_fresh,
+                    stopping=self._stop,
+                )
+                fresh = self.status == TaskStatus.PENDING
+                run_id = await (submitter.submit() if fresh else submitter.reconcile())
+                self.status = submitter.status
+                if run_id is None:
+                    return
+                self.task = replace(self.task, run_id=run_id)
+                self.last_status_at = time.monotonic()
+            self.seen = await self.engine.db(self.engine.store.dedup_keys, self.task.id)
+            await self._follow()
+        except Stopped:
             return
-        self.seen = await self.engine.db(self.engine.store.dedup_keys, self.task.id)
-        await self._follow()
-
-    # -- submit ------------------------------------------------------------------
-    async def _submit(self) -> bool:
-        """Create the run upstream; False when it was rejected (or we were stopped)."""
-        await self._commit(self._patch(status=TaskStatus.SUBMITTING.value))
-        self.status = TaskStatus.SUBMITTING
-        request = dict(self.task.request)
-        while True:
-            try:
-                run = await self.engine.upstream.create_run(self.task.owner, self.api_key, request)
-                break
-            except UpstreamError as err:
-                if err.status in REJECT_STATUSES or not err.retryable:
-                    await self._commit(
-                        self._own("rejected", status=err.status, message=err.message),
-                        self._patch(
-                            status=TaskStatus.REJECTED.value,
-                            error={"status": err.status, "message": err.message},
-                            message=f"Parallel refused the run ({err.status}): {err.message}",
-                            completed_at=time.time(),
-                        ),
-                    )
-                    self.status = TaskStatus.REJECTED
-                    return False
-                self.failures += 1
-                delay = self._backoff(err.retry_after)
-                await self._put(self._own("retry_scheduled", action="create", error=str(err), delay=round(delay, 3)))
-                if not await self._pause(delay):
-                    return False
-        self.failures = 0
-        status = _our_status(run.get("status"))
-        now = time.time()
-        self.task = replace(self.task, run_id=run["run_id"])
-        await self._commit(
-            self._own("submitted", run_id=run["run_id"]),
-            self._patch(
-                run_id=run["run_id"],
-                interaction_id=run.get("interaction_id"),
-                status=status.value,
-                upstream_status=run.get("status"),
-                warnings=run.get("warnings"),
-                submitted_at=now,
-            ),
-        )
-        self.status = status
-        self.last_status_at = time.monotonic()
-        return True
 
     # -- follow ------------------------------------------------------------------
     async def _follow(self) -> None:
@@ -250,7 +246,13 @@ class Follower:
                         if terminal is not None:
                             ended = terminal
                         first = False
-                        await self._put(*([event] if event else []), *([self._patch(**changes)] if changes else []))
+                        await self._put(
+                            *([event] if event else []),
+                            *([self._patch(**changes)] if changes else []),
+                            key=event.dedup_key if event else None,
+                        )
+                except Stopped:
+                    raise
                 except Exception as exc:
                     outcome = Outcome.SILENT if "Timeout" in type(exc).__name__ else Outcome.DROPPED
                     await self._put(self._own("stream_closed", reason=outcome.value, error=type(exc).__name__))
@@ -268,9 +270,10 @@ class Follower:
         """What one upstream message means: the event to store (None when already stored),
         task changes, and the state payload when the run ended."""
         payload = message.payload
+        if payload is not None and "\\u" in message.data:
+            # Escapes may decode to text no store holds (lone surrogates, NUL); the raw data keeps them.
+            payload = storable(payload)
         kind = message.type
-        if kind == "task_run.progress_stats" and message.data == self.latest_stats:
-            return None, {}, None
         terminal: dict[str, Any] | None = None
         changes: dict[str, Any] = {}
         if kind == "task_run.state" and payload is not None:
@@ -285,17 +288,20 @@ class Follower:
                     self.status = status
                 if run.get("warnings"):
                     changes["warnings"] = run["warnings"]
+            if run.get("interaction_id") and self.task.interaction_id != run["interaction_id"]:
+                # A run created in a group is answered with its id only; the stream says the rest.
+                self.task = replace(self.task, interaction_id=run["interaction_id"])
+                changes["interaction_id"] = run["interaction_id"]
         elif kind.startswith("task_run.progress_msg.") and self.status == TaskStatus.QUEUED:
             # Progress means it runs, though queued -> running is not always pushed.
             changes.update(status=TaskStatus.RUNNING.value, upstream_status="running")
             self.status = TaskStatus.RUNNING
         elif kind == "task_run.progress_stats" and payload is not None:
-            self.latest_stats = message.data
             changes.update(progress=payload, progress_meter=payload.get("progress_meter"))
         key = dedup_key(message)
-        if key in self.seen:
+        if key in self.seen or key in self.inflight:
             return None, changes, terminal
-        self.seen.add(key)
+        self.inflight.add(key)
         now = time.time()
         event = AppendEvent(
             task_id=self.task.id,
@@ -331,6 +337,8 @@ class Follower:
             changes["progress_meter"] = 100.0
         if run.get("error") is not None:
             changes["error"] = run["error"]
+        if run.get("interaction_id") and self.task.interaction_id != run["interaction_id"]:
+            changes["interaction_id"] = run["interaction_id"]
         writes: list[Write] = [event] if event is not None else []
         writes += [self._patch(**changes), self._own("result_stored", status=status.value)]
         await self._commit(*writes)

@@ -11,14 +11,19 @@ import time
 from typing import Any
 
 from taskdeck.config import Settings
+from taskdeck.jsonbody import text_problems
 from taskdeck.models import Task, TaskStatus, new_task_id
 from taskdeck.processors import Processor, get_processor
 from taskdeck.store.base import InsertTask, PutKey
 from taskdeck.store.sqlite import SqliteStore
-from taskdeck.taskspec import check_run_input
+from taskdeck.taskspec import Problem, check_run_input
 from taskdeck.vault import KeyVault
 
-__all__ = ["IntakeError", "enqueue", "enqueue_many", "key_record", "new_task", "validate_request"]
+__all__ = ["TAG_KEY", "IntakeError", "enqueue", "enqueue_many", "key_record", "new_task", "validate_request"]
+
+# The metadata key under which Taskdeck tags each run it creates with the task's submit token,
+# so that a restarted process can find the run in its owner's task group (see follower.py).
+TAG_KEY = "taskdeck_id"
 
 
 class IntakeError(Exception):
@@ -32,8 +37,19 @@ class IntakeError(Exception):
 
 
 def validate_request(request: Any) -> tuple[dict[str, Any], Processor]:
-    """Check a TaskRunInput with Parallel's rules; return it (events on unless set) and its processor."""
-    check = check_run_input(request)
+    """Check a TaskRunInput with Parallel's rules; return it (events on unless set) and its processor.
+
+    Also refused: fields TaskRunInput does not have, text no store can hold (lone
+    surrogates, NUL), and the metadata key Taskdeck reserves for its own tag.
+    """
+    unstorable = text_problems(request)
+    if unstorable:
+        problems = [{"loc": list(loc), "msg": msg, "type": "value_error.text"} for loc, msg in unstorable]
+        raise IntakeError(422, "; ".join(f"{_path(p['loc'])}: {p['msg']}" for p in problems), problems)
+    check = check_run_input(request, known_fields_only=True)
+    meta = request.get("metadata") if isinstance(request, dict) else None
+    if isinstance(meta, dict) and TAG_KEY in meta:
+        check.problems.append(Problem(("metadata", TAG_KEY), "is reserved: Taskdeck tags each run it creates with it"))
     if not check.ok:
         raise IntakeError(
             422,
@@ -51,6 +67,10 @@ def validate_request(request: Any) -> tuple[dict[str, Any], Processor]:
     if request.get("enable_events") is None:
         request["enable_events"] = True  # Taskdeck follows runs live; events cost nothing extra
     return request, processor
+
+
+def _path(loc: Any) -> str:
+    return str(Problem(tuple(loc), "")).removesuffix(": ")
 
 
 def new_task(

@@ -1,90 +1,164 @@
 """The one writer: every write goes through here and is committed in batches (group commit).
 
-Callers enqueue writes and, when they need to, await the batch's commit. One
-thread runs the store's ``apply`` for each batch, so SQLite sees one writer
-per process and many events share one transaction. After commit, inserted events
-and task changes are published to the live feed.
+Callers enqueue *units*: the writes of one unit belong together (a new task and
+its first event; an event and the task change it causes) and are committed
+together or not at all. Many units share one transaction. When that transaction
+fails, the batch is retried unit by unit, each in its own transaction, so one
+caller's bad unit fails only that caller (its future raises :class:`WriteFailed`,
+its ``on_done`` hears ``False``) and every other unit still commits.
+
+One thread runs the store's ``apply`` for each batch, so SQLite sees one writer
+per process. After commit, inserted events and task changes are published to the
+live feed: whatever a subscriber sees is already durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 from taskdeck.engine.feed import Feed, TaskChange
-from taskdeck.models import Event
+from taskdeck.jsonbody import storable
+from taskdeck.models import Event, Origin, Task
 from taskdeck.store.base import AppendEvent, PatchTask, Store, Write
 
-__all__ = ["Writer"]
+__all__ = ["WriteFailed", "Writer", "note"]
 
 log = logging.getLogger("taskdeck.writer")
-Item = tuple[Write | None, str, "asyncio.Future[None] | None"]
+
+
+def note(task: Task, kind: str, **data: Any) -> AppendEvent:
+    """One of our own lifecycle events (``taskdeck.<kind>``) for ``task``."""
+    return AppendEvent(
+        task_id=task.id,
+        type=f"taskdeck.{kind}",
+        origin=Origin.TASKDECK,
+        data=json.dumps(storable(data), separators=(",", ":"), ensure_ascii=False),
+        received_at=time.time(),
+        owner=task.owner,
+    )
+
+
+class WriteFailed(RuntimeError):
+    """A unit of writes could not be committed; nothing of it was stored."""
+
+
+@dataclass(slots=True)
+class _Unit:
+    writes: tuple[Write, ...]
+    owner: str
+    future: asyncio.Future[None] | None = None
+    on_done: Callable[[bool], None] | None = None
 
 
 class Writer:
-    """Batches writes from many coroutines into few transactions."""
+    """Batches units of writes from many coroutines into few transactions."""
 
     def __init__(self, store: Store, feed: Feed, *, batch: int = 5000) -> None:
         self.store = store
         self.feed = feed
         self.batch = batch
-        # Items are (write, owner, None) or a barrier (None, "", future) resolved once all before it commit.
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=200_000)
+        self._queue: asyncio.Queue[_Unit] = asyncio.Queue(maxsize=200_000)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskdeck-writer")
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self.written = 0
+        self.failed_units = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="taskdeck-writer")
 
-    async def put(self, write: Write, owner: str = "") -> None:
-        """Enqueue a write; it is committed soon, with others."""
-        await self._queue.put((write, owner, None))
+    async def put(self, *writes: Write, owner: str = "", on_done: Callable[[bool], None] | None = None) -> None:
+        """Enqueue one unit; it is committed soon, with others. ``on_done(ok)`` runs once it is decided."""
+        if writes or on_done is not None:
+            await self._queue.put(_Unit(tuple(writes), owner, None, on_done))
 
     async def commit(self, writes: Sequence[Write], owner: str = "") -> None:
-        """Enqueue writes and wait until they (and everything before them) are committed."""
+        """Enqueue one unit and wait until it (and everything before it) is decided.
+
+        Raises :class:`WriteFailed` when this unit could not be committed.
+        """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        for write in writes:
-            await self._queue.put((write, owner, None))
-        await self._queue.put((None, "", done))
+        await self._queue.put(_Unit(tuple(writes), owner, done))
         await done
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
-            items = [first]
-            while len(items) < self.batch and not self._queue.empty():
-                items.append(self._queue.get_nowait())
-            writes = [w for w, _, _ in items if w is not None]
+            units = [await self._queue.get()]
+            size = len(units[0].writes)
+            while size < self.batch and not self._queue.empty():
+                unit = self._queue.get_nowait()
+                units.append(unit)
+                size += len(unit.writes)
+            writes = [w for u in units for w in u.writes]
             try:
                 inserted = await loop.run_in_executor(self._pool, self.store.apply, writes) if writes else []
             except Exception as exc:
-                log.exception("write batch of %d failed", len(writes))
-                for _, _, fut in items:
-                    if fut is not None and not fut.done():
-                        fut.set_exception(exc)
+                if len(units) == 1:
+                    self._fail(units[0], exc)
+                    continue
+                log.warning("write batch of %d units failed (%s); retrying them one by one", len(units), exc)
+                await self._one_by_one(units)
                 continue
             self.commits += 1
             self.written += len(writes)
-            self._publish(items, inserted)
-            for _, _, fut in items:
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
+            self._publish(units, inserted)
+            for unit in units:
+                self._succeed(unit)
 
-    def _publish(self, items: list[Item], inserted: list[Event]) -> None:
-        owners = {w.task_id: owner for w, owner, _ in items if isinstance(w, AppendEvent | PatchTask) and owner}
+    async def _one_by_one(self, units: list[_Unit]) -> None:
+        """Commit each unit in its own transaction, so only the bad ones fail."""
+        loop = asyncio.get_running_loop()
+        for unit in units:
+            try:
+                inserted = await loop.run_in_executor(self._pool, self.store.apply, list(unit.writes))
+            except Exception as exc:
+                self._fail(unit, exc)
+                continue
+            self.commits += 1
+            self.written += len(unit.writes)
+            self._publish([unit], inserted)
+            self._succeed(unit)
+
+    def _succeed(self, unit: _Unit) -> None:
+        if unit.on_done is not None:
+            unit.on_done(True)
+        if unit.future is not None and not unit.future.done():
+            unit.future.set_result(None)
+
+    def _fail(self, unit: _Unit, exc: Exception) -> None:
+        self.failed_units += 1
+        # The error names the problem (a constraint, an encoding); the writes may hold secrets, so not them.
+        log.error("a unit of %d writes failed and was not stored: %s: %s", len(unit.writes), type(exc).__name__, exc)
+        if unit.on_done is not None:
+            unit.on_done(False)
+        if unit.future is not None and not unit.future.done():
+            unit.future.set_exception(WriteFailed(f"{type(exc).__name__}: {exc}"))
+
+    def _publish(self, units: list[_Unit], inserted: list[Event]) -> None:
+        owners = {
+            w.task_id: unit.owner
+            for unit in units
+            if unit.owner
+            for w in unit.writes
+            if isinstance(w, AppendEvent | PatchTask)
+        }
         for event in inserted:
             self.feed.publish_event(event, owners.get(event.task_id, ""))
-        for write, owner, _ in items:
-            if isinstance(write, PatchTask):
-                self.feed.publish_change(TaskChange(write.task_id, owner, write.changes))
+        for unit in units:
+            for write in unit.writes:
+                if isinstance(write, PatchTask):
+                    self.feed.publish_change(TaskChange(write.task_id, unit.owner, write.changes))
 
     async def drain(self) -> None:
-        """Wait until everything enqueued so far is committed."""
+        """Wait until everything enqueued so far is decided."""
         await self.commit([])
 
     async def close(self) -> None:

@@ -15,7 +15,17 @@ from typing import Any, Protocol
 
 from taskdeck.models import Event, Origin, Task, TaskStatus
 
-__all__ = ["AppendEvent", "InsertTask", "PatchTask", "PutKey", "Store", "UsageReport", "Write"]
+__all__ = [
+    "AdvanceGroupCursor",
+    "AppendEvent",
+    "InsertTask",
+    "OwnerGroup",
+    "PatchTask",
+    "PutKey",
+    "Store",
+    "UsageReport",
+    "Write",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +68,25 @@ class AppendEvent:
     owner: str = field(default="", compare=False)  # carried for the live feed, not stored
 
 
-Write = PutKey | InsertTask | PatchTask | AppendEvent
+@dataclass(frozen=True, slots=True)
+class AdvanceGroupCursor:
+    """Remember a newer runs cursor of an owner's task group (ignored if the group was replaced)."""
+
+    owner: str
+    taskgroup_id: str
+    run_cursor: str
+
+
+Write = PutKey | InsertTask | PatchTask | AppendEvent | AdvanceGroupCursor
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerGroup:
+    """The task group at Parallel in which Taskdeck creates an owner's runs."""
+
+    owner: str
+    taskgroup_id: str
+    run_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +115,8 @@ class Store(Protocol):
 
     def get_task_by_run(self, run_id: str) -> Task | None: ...
 
-    def delete_task(self, task_id: str, *, only_if_status: Sequence[str]) -> bool:
-        """Remove a task and its events when its status is one of ``only_if_status``; True if removed."""
+    def delete_task(self, task_id: str, *, only_if_status: Sequence[str] | None = None) -> bool:
+        """Remove a task and its events (only when its status is one of ``only_if_status``, if given)."""
         ...
 
     def list_tasks(
@@ -108,7 +136,45 @@ class Store(Protocol):
 
     def dedup_keys(self, task_id: str) -> set[str]: ...
 
-    def get_key(self, owner: str) -> bytes | None: ...
+    def get_key(self, owner: str) -> bytes | None:
+        """The owner's encrypted key, or None when none is stored (or it was forgotten)."""
+        ...
+
+    def forget_key(self, owner: str) -> bool:
+        """Erase the owner's encrypted key (the row keeps only the owner hash); True if one was stored."""
+        ...
+
+    def owners_with_keys(self, owners: Sequence[str]) -> set[str]:
+        """Those of ``owners`` that still have a stored key."""
+        ...
+
+    def spent_since(self, owner: str, since: float) -> float:
+        """USD of the owner's tasks created since ``since`` that were not refused upstream."""
+        ...
+
+    # -- owner groups ------------------------------------------------------------------
+    def get_owner_group(self, owner: str) -> OwnerGroup | None: ...
+
+    def claim_owner_group(self, owner: str, taskgroup_id: str, now: float) -> OwnerGroup:
+        """Record ``taskgroup_id`` as the owner's group unless one is recorded; return the one that is."""
+        ...
+
+    def drop_owner_group(self, owner: str, taskgroup_id: str) -> None:
+        """Forget the owner's group if it is ``taskgroup_id`` (Parallel no longer knows it)."""
+        ...
+
+    # -- sessions ----------------------------------------------------------------------
+    def put_session(self, id_hash: str, owner: str, now: float, expires_at: float) -> None: ...
+
+    def get_session(self, id_hash: str, now: float) -> str | None:
+        """The owner of an unexpired session, or None."""
+        ...
+
+    def delete_session(self, id_hash: str) -> bool: ...
+
+    def delete_sessions(self, owner: str) -> int:
+        """End every session of ``owner``; return how many there were."""
+        ...
 
     def claim(self, holder: str, now: float, ttl: float, limit: int) -> list[Task]:
         """Lease up to ``limit`` followed tasks that nobody holds (or whose lease expired), newest activity first."""
@@ -119,10 +185,6 @@ class Store(Protocol):
         ...
 
     def release(self, holder: str, task_ids: Sequence[str]) -> None: ...
-
-    def expire_submitting(self, now: float, message: str) -> list[str]:
-        """Tasks stuck in ``submitting`` with an expired lease become ``submit_unknown``; return their ids."""
-        ...
 
     def count_tasks(self, owner: str | None = None) -> dict[str, int]: ...
 

@@ -10,6 +10,7 @@ CREATE TABLE api_keys (
     updated_at  REAL NOT NULL
 );
 
+-- The submit_* columns were added by migration 0003; SQLite records ALTER TABLE ADD COLUMN like this.
 CREATE TABLE tasks (
     id               TEXT PRIMARY KEY,
     owner            TEXT NOT NULL REFERENCES api_keys(owner),
@@ -34,7 +35,7 @@ CREATE TABLE tasks (
     message          TEXT,
     lease_owner      TEXT,
     lease_expires    REAL
-);
+, submit_group TEXT, submit_token TEXT, submit_cursor TEXT, submit_started_at REAL);
 CREATE INDEX tasks_owner_created ON tasks(owner, created_at DESC);
 CREATE INDEX tasks_followed ON tasks(status, lease_expires);
 
@@ -63,3 +64,21 @@ CREATE TABLE rate_usage (
     final       INTEGER NOT NULL DEFAULT 0, -- 1: the process stopped cleanly after this report
     PRIMARY KEY (owner, holder)
 );
+
+CREATE TABLE owner_groups (
+    owner         TEXT PRIMARY KEY,
+    taskgroup_id  TEXT NOT NULL,           -- the owner's task group at Parallel
+    run_cursor    TEXT,                    -- a runs-stream cursor returned by an add; runs after it are newer
+    created_at    REAL NOT NULL
+);
+
+-- Browser sessions, kept on the server (like Django's): the cookie holds a random token, this table
+-- only its SHA-256, so a stolen database cannot be replayed as a cookie. Signing out deletes the row.
+
+CREATE TABLE sessions (
+    id_hash     TEXT PRIMARY KEY,          -- SHA-256 of the cookie's token (hex)
+    owner       TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    expires_at  REAL NOT NULL
+);
+CREATE INDEX sessions_owner ON sessions(owner);

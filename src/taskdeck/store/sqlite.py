@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from taskdeck.models import Event, Origin, Task, TaskStatus
-from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, PutKey, UsageReport, Write
+from taskdeck.store.base import (
+    AdvanceGroupCursor,
+    AppendEvent,
+    InsertTask,
+    OwnerGroup,
+    PatchTask,
+    PutKey,
+    UsageReport,
+    Write,
+)
 
 __all__ = ["SqliteStore", "migration_files"]
 
@@ -28,7 +37,7 @@ JSON_COLUMNS = frozenset({"request", "error", "warnings", "output", "progress"})
 TASK_COLUMNS = (
     "id owner processor request status created_at run_id interaction_id upstream_status error warnings output "
     "progress progress_meter cost_usd follow_up_of submitted_at first_event_at last_event_at completed_at message "
-    "lease_owner lease_expires"
+    "lease_owner lease_expires submit_group submit_token submit_cursor submit_started_at"
 ).split()
 FOLLOWED = tuple(s.value for s in TaskStatus if s.is_followed)
 
@@ -159,6 +168,11 @@ class SqliteStore:
                         self._patch(conn, write)
                     elif isinstance(write, InsertTask):
                         self._insert_task(conn, write.task)
+                    elif isinstance(write, AdvanceGroupCursor):
+                        conn.execute(
+                            "UPDATE owner_groups SET run_cursor = ? WHERE owner = ? AND taskgroup_id = ?",
+                            (write.run_cursor, write.owner, write.taskgroup_id),
+                        )
                     elif isinstance(write, PutKey):
                         conn.execute(
                             "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) "
@@ -231,17 +245,17 @@ class SqliteStore:
         row = self._conn().execute("SELECT * FROM tasks WHERE run_id = ?", (run_id,)).fetchone()
         return None if row is None else _row_to_task(row)
 
-    def delete_task(self, task_id: str, *, only_if_status: Sequence[str]) -> bool:
-        marks = ",".join("?" * len(only_if_status))
+    def delete_task(self, task_id: str, *, only_if_status: Sequence[str] | None = None) -> bool:
+        guard, params = "", []
+        if only_if_status is not None:
+            guard = f" AND status IN ({','.join('?' * len(only_if_status))})"
+            params = list(only_if_status)
         with self._tx() as conn:
             conn.execute(
-                "DELETE FROM events WHERE task_id = ? AND EXISTS (SELECT 1 FROM tasks WHERE id = ? "
-                f"AND status IN ({marks}))",
-                (task_id, task_id, *only_if_status),
+                f"DELETE FROM events WHERE task_id = ? AND EXISTS (SELECT 1 FROM tasks WHERE id = ?{guard})",
+                (task_id, task_id, *params),
             )
-            gone = conn.execute(
-                f"DELETE FROM tasks WHERE id = ? AND status IN ({marks})", (task_id, *only_if_status)
-            ).rowcount
+            gone = conn.execute(f"DELETE FROM tasks WHERE id = ?{guard}", (task_id, *params)).rowcount
         return gone > 0
 
     def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
@@ -297,7 +311,90 @@ class SqliteStore:
 
     def get_key(self, owner: str) -> bytes | None:
         row = self._conn().execute("SELECT ciphertext FROM api_keys WHERE owner = ?", (owner,)).fetchone()
-        return None if row is None else bytes(row[0])
+        # A forgotten key keeps its row (tasks reference the owner) with an empty ciphertext.
+        return None if row is None or not row[0] else bytes(row[0])
+
+    def forget_key(self, owner: str) -> bool:
+        with self._tx() as conn:
+            changed = conn.execute(
+                "UPDATE api_keys SET ciphertext = X'', last4 = '', updated_at = ? "
+                "WHERE owner = ? AND length(ciphertext) > 0",
+                (time.time(), owner),
+            ).rowcount
+        return changed > 0
+
+    def owners_with_keys(self, owners: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        ids = list(dict.fromkeys(owners))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = self._conn().execute(
+                f"SELECT owner FROM api_keys WHERE length(ciphertext) > 0 AND owner IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    def spent_since(self, owner: str, since: float) -> float:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM tasks WHERE owner = ? AND created_at >= ? AND status != ?",
+                (owner, since, TaskStatus.REJECTED.value),
+            )
+            .fetchone()
+        )
+        return float(row[0])
+
+    # -- owner groups ------------------------------------------------------------
+    def get_owner_group(self, owner: str) -> OwnerGroup | None:
+        row = (
+            self._conn()
+            .execute("SELECT owner, taskgroup_id, run_cursor FROM owner_groups WHERE owner = ?", (owner,))
+            .fetchone()
+        )
+        return None if row is None else OwnerGroup(row[0], row[1], row[2])
+
+    def claim_owner_group(self, owner: str, taskgroup_id: str, now: float) -> OwnerGroup:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO owner_groups (owner, taskgroup_id, run_cursor, created_at) VALUES (?,?,NULL,?) "
+                "ON CONFLICT(owner) DO NOTHING",
+                (owner, taskgroup_id, now),
+            )
+            row = conn.execute(
+                "SELECT owner, taskgroup_id, run_cursor FROM owner_groups WHERE owner = ?", (owner,)
+            ).fetchone()
+        return OwnerGroup(row[0], row[1], row[2])
+
+    def drop_owner_group(self, owner: str, taskgroup_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM owner_groups WHERE owner = ? AND taskgroup_id = ?", (owner, taskgroup_id))
+
+    # -- sessions ----------------------------------------------------------------
+    def put_session(self, id_hash: str, owner: str, now: float, expires_at: float) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
+            conn.execute(
+                "INSERT INTO sessions (id_hash, owner, created_at, expires_at) VALUES (?,?,?,?)",
+                (id_hash, owner, now, expires_at),
+            )
+
+    def get_session(self, id_hash: str, now: float) -> str | None:
+        row = (
+            self._conn()
+            .execute("SELECT owner FROM sessions WHERE id_hash = ? AND expires_at > ?", (id_hash, now))
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def delete_session(self, id_hash: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,)).rowcount > 0
+
+    def delete_sessions(self, owner: str) -> int:
+        with self._tx() as conn:
+            return int(conn.execute("DELETE FROM sessions WHERE owner = ?", (owner,)).rowcount)
 
     def count_tasks(self, owner: str | None = None) -> dict[str, int]:
         sql = "SELECT status, COUNT(*) FROM tasks"
@@ -341,6 +438,8 @@ class SqliteStore:
                 f"UPDATE tasks SET lease_owner = ?, lease_expires = ? WHERE id IN ("
                 f" SELECT id FROM tasks WHERE status IN ({marks})"
                 f" AND (lease_owner IS NULL OR lease_expires < ?)"
+                # A task whose key was forgotten cannot be followed until its owner signs in again.
+                f" AND owner IN (SELECT owner FROM api_keys WHERE length(ciphertext) > 0)"
                 f" ORDER BY COALESCE(last_event_at, created_at) DESC LIMIT ?) RETURNING *",
                 (holder, now + ttl, *FOLLOWED, now, limit),
             ).fetchall()
@@ -373,17 +472,16 @@ class SqliteStore:
                     (holder, *chunk),
                 )
 
-    def expire_submitting(self, now: float, message: str) -> list[str]:
-        with self._tx() as conn:
-            rows = conn.execute(
-                "UPDATE tasks SET status = ?, message = ?, lease_owner = NULL, lease_expires = NULL "
-                "WHERE status = ? AND (lease_owner IS NULL OR lease_expires < ?) RETURNING id",
-                (TaskStatus.SUBMIT_UNKNOWN.value, message, TaskStatus.SUBMITTING.value, now),
-            ).fetchall()
-        return [r[0] for r in rows]
-
 
 def _statements(sql: str) -> list[str]:
-    """Split a migration into statements (our migrations have no semicolons inside literals)."""
-    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """Split a migration into statements; SQLite's own tokenizer says where one is complete
+    (so a ``;`` inside a comment or a string literal does not split)."""
+    out: list[str] = []
+    buffer = ""
+    for piece in sql.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n\t;"):
+                out.append(buffer.strip())
+            buffer = ""
+    return [s for s in out if not all(line.strip().startswith("--") or not line.strip() for line in s.splitlines())]

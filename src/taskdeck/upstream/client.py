@@ -8,16 +8,19 @@ nothing is lost to model coercion.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import httpx
 import parallel
 from parallel import AsyncParallel, DefaultAioHttpClient, DefaultAsyncHttpxClient
 
+from taskdeck.jsonbody import storable
 from taskdeck.upstream.sse import SseMessage, iter_messages
 
 if TYPE_CHECKING:  # the engine owns the budget; importing it here at run time would be circular
@@ -49,17 +52,27 @@ def betas_for(request: dict[str, Any]) -> list[str]:
 class UpstreamError(Exception):
     """A failed upstream call, classified for the engine."""
 
-    status: int | None  # HTTP status, None for network errors
+    status: int | None  # HTTP status, None for network and local errors
     message: str
     retry_after: float | None = None
+    local: bool = False  # the request could not even be built or sent (our side): retrying cannot help
 
     def __str__(self) -> str:
+        if self.local:
+            return f"local: {self.message}"
         return f"{self.status or 'network'}: {self.message}"
 
     @property
     def retryable(self) -> bool:
-        """429, 408, 5xx and network errors may succeed later; other 4xx will not."""
+        """429, 408, 5xx and network errors may succeed later; other 4xx and local errors will not."""
+        if self.local:
+            return False
         return self.status is None or self.status in (408, 409, 429) or self.status >= 500
+
+    @property
+    def ambiguous(self) -> bool:
+        """Parallel may have acted on the request although it failed (a timeout, a dropped connection, a 5xx)."""
+        return not self.local and (self.status is None or self.status == 408 or self.status >= 500)
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -83,10 +96,14 @@ def _classify(exc: Exception) -> UpstreamError:
                 message = err["message"]
             elif isinstance(body.get("detail"), list):
                 message = "; ".join(str(d.get("msg", d)) for d in body["detail"] if isinstance(d, dict))
-        return UpstreamError(exc.status_code, message, _retry_after(exc.response.headers))
-    if isinstance(exc, parallel.APITimeoutError | httpx.TimeoutException):
+        return UpstreamError(exc.status_code, storable(str(message))[:2000], _retry_after(exc.response.headers))
+    if isinstance(exc, parallel.APITimeoutError | httpx.TimeoutException | asyncio.TimeoutError):
         return UpstreamError(None, "timed out")
-    return UpstreamError(None, type(exc).__name__)
+    if isinstance(exc, parallel.APIConnectionError | httpx.TransportError | aiohttp.ClientError | OSError):
+        return UpstreamError(None, type(exc).__name__)
+    # Anything else happened on our side before or while building the request (a value the SDK
+    # cannot serialise, a bad header): sending it again would fail the same way.
+    return UpstreamError(None, f"{type(exc).__name__}: {exc}"[:300], local=True)
 
 
 class Upstream:
@@ -129,15 +146,84 @@ class Upstream:
             self.budget.pause(owner, err.retry_after if err.retry_after is not None else 5.0)
         return err
 
-    async def _call(self, owner: str, send: Callable[[], Awaitable[Any]], *, creates: bool = False) -> dict[str, Any]:
-        """Take the budget, make one SDK call with a raw response, return its JSON; classify failures."""
+    async def reserve(self, owner: str, *, creates: bool = False) -> None:
+        """Take one request of the owner's budget now, for a call made with ``reserved=True``."""
         await self._send(owner, creates=creates)
+
+    async def _call(
+        self, owner: str, send: Callable[[], Awaitable[Any]], *, creates: bool = False, reserved: bool = False
+    ) -> dict[str, Any]:
+        """Take the budget, make one SDK call with a raw response, return its JSON; classify failures."""
+        if not reserved:
+            await self._send(owner, creates=creates)
         try:
             return await self._json(await send())
         except UpstreamError:
             raise
         except Exception as exc:
             raise self._note_429(owner, _classify(exc)) from exc
+
+    async def create_group(self, owner: str, api_key: str, metadata: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/tasks/groups; the TaskGroupResponse."""
+        groups = self._client(api_key).task_group.with_raw_response
+        return await self._call(owner, lambda: groups.create(metadata=metadata))
+
+    async def add_run(
+        self,
+        owner: str,
+        api_key: str,
+        taskgroup_id: str,
+        request: dict[str, Any],
+        *,
+        timeout: float,  # noqa: ASYNC109 - the HTTP timeout of this request, passed to the SDK
+        reserved: bool = False,
+    ) -> dict[str, Any]:
+        """POST /v1/tasks/groups/{id}/runs with one input; the TaskGroupRunResponse (``run_ids``, ``run_cursor``)."""
+        groups = self._client(api_key).task_group.with_raw_response
+        run_input = {k: v for k, v in request.items() if v is not None}
+        return await self._call(
+            owner,
+            lambda: groups.add_runs(
+                taskgroup_id,
+                inputs=[run_input],  # type: ignore[list-item]
+                refresh_status=False,
+                betas=betas_for(request),
+                timeout=httpx.Timeout(timeout, connect=10.0),
+            ),
+            creates=True,
+            reserved=reserved,
+        )
+
+    async def group_runs(
+        self, owner: str, api_key: str, taskgroup_id: str, after: str | None, read_timeout: float
+    ) -> list[dict[str, Any]]:
+        """GET /v1/tasks/groups/{id}/runs?last_event_id=after: the TaskRun of every run added after ``after``.
+
+        The stream answers at once with one ``task_run.state`` per run and ends (contract §9).
+        """
+        await self._send(owner)
+        client = self._client(api_key)
+        runs: list[dict[str, Any]] = []
+        try:
+            kwargs: dict[str, Any] = {"include_input": False, "timeout": httpx.Timeout(30.0, read=read_timeout)}
+            if after:
+                kwargs["last_event_id"] = after
+            async with client.task_group.with_streaming_response.get_runs(taskgroup_id, **kwargs) as response:
+                async for message in iter_messages(response.iter_bytes()):
+                    payload = message.payload
+                    if payload is None:
+                        continue
+                    if payload.get("type") == "error":
+                        err = payload.get("error") or {}
+                        raise UpstreamError(None, f"error listing the group's runs: {err.get('message')}")
+                    run = payload.get("run")
+                    if payload.get("type") == "task_run.state" and isinstance(run, dict):
+                        runs.append(storable(run))
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise self._note_429(owner, _classify(exc)) from exc
+        return runs
 
     async def create_run(self, owner: str, api_key: str, request: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/tasks/runs; the TaskRun as sent."""
@@ -196,4 +282,6 @@ class Upstream:
         body = json.loads(await raw.read())
         if not isinstance(body, dict):
             raise UpstreamError(None, "upstream answered with something other than a JSON object")
-        return body
+        # Upstream text is stored as is, except what no store can hold (lone surrogates, NUL).
+        cleaned: dict[str, Any] = storable(body)
+        return cleaned

@@ -1,29 +1,44 @@
-"""The REST API: sessions, tasks, and each task's live event stream (Server-Sent Events)."""
+"""The REST API: sessions, tasks, and each task's live event stream (Server-Sent Events).
+
+Every input is checked here before anything is stored or sent: request bodies are
+strict JSON (jsonbody.py), path and query values have a shape, and every refusal
+is a 4xx naming the field and saying what to do.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from taskdeck.engine import Engine, TaskChange
 from taskdeck.engine.feed import Subscription
 from taskdeck.engine.intake import IntakeError
-from taskdeck.models import Event, TaskStatus
+from taskdeck.jsonbody import JsonBodyError, parse_json, text_problem
+from taskdeck.models import Event, Task, TaskStatus
+from taskdeck.processors import PROCESSORS
 from taskdeck.upstream.client import UpstreamError
 from taskdeck.vault import mask_key
-from taskdeck.web.auth import COOKIE, Caller, caller
-from taskdeck.web.views import event_view, task_page, task_summary
+from taskdeck.web import schemas
+from taskdeck.web.auth import Caller, caller, optional_caller
+from taskdeck.web.sessions import Sessions, key_problem
+from taskdeck.web.views import event_view, task_csv, task_page, task_summary
 
-__all__ = ["router"]
+__all__ = ["TASK_ID", "router"]
 
 router = APIRouter()
 PING_SECONDS = 15.0
 Auth = Annotated[Caller, Depends(caller)]
+TASK_ID = re.compile(r"tsk_[0-9a-f]{24}")
+RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+EVENT_ID = re.compile(r"[0-9]{1,18}")  # fits SQLite's 64-bit integers
+CURSOR = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,9})?):(tsk_[0-9a-f]{24})")
+ERRORS = schemas.error_responses
 
 
 def _engine(request: Request) -> Engine:
@@ -31,18 +46,73 @@ def _engine(request: Request) -> Engine:
     return engine
 
 
-def _refused(err: IntakeError) -> JSONResponse:
-    return JSONResponse({"error": {"message": err.message, "problems": err.problems}}, status_code=err.status)
+def _sessions(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+def _problem(loc: list[str | int], message: str, status: int = 422) -> IntakeError:
+    """An error naming one field (answered by the app's IntakeError handler)."""
+    path = ".".join(str(x) for x in loc)
+    return IntakeError(status, f"{path}: {message}", [{"loc": loc, "msg": message, "type": "value_error"}])
+
+
+async def json_body(request: Request) -> Any:
+    """The request body as strict JSON (RFC 8259, storable text), or 415/422 saying what is wrong."""
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise HTTPException(415, "Send the body as JSON with Content-Type: application/json.")
+    raw = await request.body()
+    try:
+        return parse_json(raw)
+    except JsonBodyError as err:
+        raise _problem(list(err.loc) or ["body"], err.message) from None
+
+
+Body = Annotated[Any, Depends(json_body)]
+
+
+def _summary(task: Task) -> schemas.TaskSummary:
+    return schemas.TaskSummary.model_validate(task_summary(task))
+
+
+def _task_id(task_id: str) -> str:
+    if not TASK_ID.fullmatch(task_id):
+        raise HTTPException(404, f"No task {task_id[:40]!r} for this API key.")
+    return task_id
+
+
+async def _own_task(request: Request, who: Caller, task_id: str) -> Task:
+    engine = _engine(request)
+    task = await engine.db(engine.store.get_task, _task_id(task_id))
+    if task is None or task.owner != who.owner:
+        raise HTTPException(404, f"No task {task_id!r} for this API key.")
+    return task
 
 
 # -- session ---------------------------------------------------------------------------
-@router.post("/api/session", tags=["session"])
-async def sign_in(request: Request, response: Response, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-    """Check a Parallel API key with one cheap upstream call, store it encrypted, set the session cookie."""
-    key = body.get("api_key")
-    if not isinstance(key, str) or not key.strip():
-        raise HTTPException(422, "api_key: required, a non-empty string")
-    key = key.strip()
+@router.get("/api/csrf", tags=["session"], responses=ERRORS)
+async def csrf_token(request: Request, response: Response) -> schemas.CsrfToken:
+    """A CSRF token for the next unsafe request of this browser (sent as the ``x-csrf-token`` header)."""
+    who = await optional_caller(request)
+    token = _sessions(request).page_token(request, response, who.session if who else None)
+    return schemas.CsrfToken(csrf_token=token)
+
+
+@router.post("/api/session", tags=["session"], responses=ERRORS, openapi_extra=schemas.body_of(schemas.SignIn))
+async def sign_in(request: Request, response: Response, body: Body) -> schemas.Session:
+    """Check a Parallel API key with one cheap upstream call, store it encrypted, start a new browser session.
+
+    Needs the CSRF token of ``GET /api/csrf`` (or of the page) in ``x-csrf-token``.
+    """
+    sessions = _sessions(request)
+    sessions.check(request, await _current_session(request))
+    if not isinstance(body, dict) or not isinstance(body.get("api_key"), str):
+        raise _problem(["api_key"], "required: your Parallel API key, as a string")
+    key = body["api_key"].strip()
+    problem = key_problem(key)
+    if problem is not None:
+        raise _problem(["api_key"], f"is not a Parallel API key: {problem}")
     engine = _engine(request)
     owner = engine.vault.owner(key)
     try:
@@ -50,121 +120,126 @@ async def sign_in(request: Request, response: Response, body: Annotated[dict[str
         await engine.upstream.retrieve(owner, key, "trun_" + "0" * 32)
     except UpstreamError as err:
         if err.status in (401, 403):
-            raise HTTPException(401, "Parallel refused this API key; check it and try again.") from None
+            raise HTTPException(401, "Parallel refused this API key. Check it (copy it again) and try again.") from None
         if err.status != 404:
             raise HTTPException(
-                502, f"Could not reach Parallel to check the key ({err.status or 'network'})."
+                502, f"Could not reach Parallel to check the key ({err.status or 'network'}). Try again in a moment."
             ) from None
     await engine.remember_key(key)
-    response.set_cookie(COOKIE, engine.vault.session_token(owner), httponly=True, samesite="lax")
-    return {"key": mask_key(key)}
+    token = await sessions.start(request, response, owner)
+    return schemas.Session(key=mask_key(key), csrf_token=token)
 
 
-@router.get("/api/session", tags=["session"])
-async def whoami(who: Auth) -> dict[str, Any]:
-    """The signed-in key, masked."""
-    return {"key": mask_key(who.api_key)}
+async def _current_session(request: Request) -> str | None:
+    sessions = _sessions(request)
+    token = sessions.cookie(request)
+    return token if token and await sessions.owner_of(token) else None
 
 
-@router.delete("/api/session", tags=["session"], status_code=204)
-async def sign_out(response: Response) -> Response:
-    """Forget the key in this browser (the session cookie is cleared)."""
-    response.delete_cookie(COOKIE)
-    response.status_code = 204
-    return response
+@router.get("/api/session", tags=["session"], responses=ERRORS)
+async def whoami(request: Request, response: Response, who: Auth) -> schemas.Session:
+    """The signed-in key, masked, and the CSRF token for this session."""
+    token = _sessions(request).page_token(request, response, who.session)
+    return schemas.Session(key=mask_key(who.api_key), csrf_token=token)
+
+
+@router.delete("/api/session", tags=["session"], responses=ERRORS)
+async def sign_out(request: Request, response: Response) -> schemas.SignedOut:
+    """End this browser's session (its open event streams end too). The stored key stays: see ``DELETE /api/key``."""
+    sessions = _sessions(request)
+    token = await _current_session(request)
+    if token is not None:
+        sessions.check(request, token)
+        await sessions.end(token)
+    sessions.clear_cookie(request, response)
+    return schemas.SignedOut(csrf_token=sessions.page_token(request, response, None))
+
+
+@router.delete("/api/key", tags=["session"], responses=ERRORS)
+async def forget_key(request: Request, response: Response, who: Auth) -> schemas.KeyForgotten:
+    """Erase this API key from the server and end every session that uses it.
+
+    Its runs go on at Parallel (and are billed) but are no longer followed: they are picked up again,
+    from where they are, when the key is given again.
+    """
+    engine = _engine(request)
+    stopped = await engine.forget_key(who.owner)
+    await _sessions(request).end_all(who.owner)
+    if who.session is not None:
+        _sessions(request).clear_cookie(request, response)
+    return schemas.KeyForgotten(runs_no_longer_followed=stopped)
 
 
 # -- tasks -----------------------------------------------------------------------------
-@router.post("/api/tasks", tags=["tasks"], status_code=201, response_model=None)
-async def create_task(request: Request, who: Auth, body: Annotated[Any, Body()]) -> JSONResponse | dict[str, Any]:
+@router.post(
+    "/api/tasks",
+    tags=["tasks"],
+    status_code=201,
+    responses=ERRORS,
+    openapi_extra=schemas.body_of(schemas.TaskRequest),
+)
+async def create_task(request: Request, who: Auth, body: Body) -> schemas.TaskEnvelope:
     """Submit a task: Parallel's own run request (TaskRunInput), plus optional ``follow_up_of``.
 
     The request is checked against Parallel's rules first; a mistake answers 422 naming the field,
     and nothing is stored.
     """
     if not isinstance(body, dict):
-        return _refused(IntakeError(422, "body: must be a JSON object (a Parallel TaskRunInput)"))
+        raise IntakeError(422, "body: must be a JSON object (a Parallel TaskRunInput)")
     request_body = dict(body)
     follow_up_of = request_body.pop("follow_up_of", None)
-    if follow_up_of is not None and not isinstance(follow_up_of, str):
-        return _refused(IntakeError(422, "follow_up_of: must be a task id"))
-    try:
-        task = await _engine(request).submit(who.api_key, request_body, follow_up_of=follow_up_of)
-    except IntakeError as err:
-        return _refused(err)
-    return {"task": task_summary(task)}
+    if follow_up_of is not None and (not isinstance(follow_up_of, str) or not TASK_ID.fullmatch(follow_up_of)):
+        raise _problem(["follow_up_of"], "must be the id of one of your tasks (tsk_...)")
+    task = await _engine(request).submit(who.api_key, request_body, follow_up_of=follow_up_of)
+    return schemas.TaskEnvelope(task=_summary(task))
 
 
-@router.get("/api/tasks", tags=["tasks"])
+@router.get("/api/tasks", tags=["tasks"], responses=ERRORS)
 async def list_tasks(
     request: Request,
     who: Auth,
     status: Annotated[list[TaskStatus] | None, Query()] = None,
-    processor: str | None = None,
+    processor: Annotated[str | None, Query(max_length=40)] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=60)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> dict[str, Any]:
+) -> schemas.TaskList:
     """The key's tasks, newest first, filtered by status, processor and text; ``cursor`` pages on."""
+    if processor is not None and processor not in PROCESSORS:
+        raise _problem(["query", "processor"], f"unknown processor; one of {', '.join(PROCESSORS)}")
+    if q is not None and (problem := text_problem(q)) is not None:
+        raise _problem(["query", "q"], problem)
     engine = _engine(request)
     before = _parse_cursor(cursor)
     statuses = [s.value for s in status] if status else None
     tasks = await engine.db(
         lambda: engine.store.list_tasks(
-            who.owner, statuses=statuses, processor=processor, text=q, limit=limit + 1, before=before
+            who.owner, statuses=statuses, processor=processor, text=q or None, limit=limit + 1, before=before
         )
     )
     page, more = tasks[:limit], len(tasks) > limit
-    next_cursor = f"{page[-1].created_at!r}:{page[-1].id}" if more and page else None
-    return {"tasks": [task_summary(t) for t in page], "next_cursor": next_cursor}
+    next_cursor = f"{page[-1].created_at:.6f}:{page[-1].id}" if more and page else None
+    return schemas.TaskList(tasks=[_summary(t) for t in page], next_cursor=next_cursor)
 
 
-@router.post("/api/tasks/{task_id}/resubmit", tags=["tasks"], response_model=None)
-async def resubmit_task(request: Request, who: Auth, task_id: str) -> JSONResponse | dict[str, Any]:
-    """Send a ``submit_unknown``, ``rejected`` or ``failed`` task again, as a new run."""
-    try:
-        task = await _engine(request).resubmit(who.api_key, task_id)
-    except IntakeError as err:
-        return _refused(err)
-    return {"task": task_summary(task)}
+def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
+    if not cursor:
+        return None
+    found = CURSOR.fullmatch(cursor)
+    if found is None:
+        raise _problem(["query", "cursor"], "not a cursor from this API; start without one")
+    return float(found.group(1)), found.group(2)
 
 
-@router.delete("/api/tasks/{task_id}", tags=["tasks"], status_code=204, response_model=None)
-async def delete_task(request: Request, who: Auth, task_id: str) -> Response:
-    """Remove a finished task and all its events (a task still running is refused with 409)."""
-    task = await _own_task(request, who, task_id)
-    if not task.status.is_terminal:
-        raise HTTPException(409, f"Task {task_id!r} is {task.status.value}; only finished tasks can be deleted.")
-    engine = _engine(request)
-    finished = [s.value for s in TaskStatus if s.is_terminal]
-    if not await engine.db(lambda: engine.store.delete_task(task.id, only_if_status=finished)):
-        raise HTTPException(409, f"Task {task_id!r} changed meanwhile; reload it.")
-    return Response(status_code=204)
-
-
-@router.post("/api/track", tags=["tasks"], status_code=201, response_model=None)
-async def track_run(
-    request: Request, who: Auth, body: Annotated[dict[str, Any], Body()]
-) -> JSONResponse | dict[str, Any]:
-    """Adopt a run created elsewhere (``{"run_id": "trun_..."}``) and follow it from its current state."""
-    run_id = body.get("run_id")
-    if not isinstance(run_id, str) or not run_id.strip():
-        return _refused(IntakeError(422, "run_id: required, a Parallel run id such as trun_..."))
-    try:
-        task = await _engine(request).track(who.api_key, run_id.strip())
-    except IntakeError as err:
-        return _refused(err)
-    return {"task": task_summary(task)}
-
-
-@router.get("/api/tasks/stream", tags=["tasks"], response_model=None)
+@router.get("/api/tasks/stream", tags=["tasks"], response_class=StreamingResponse, responses=ERRORS)
 async def tasks_stream(request: Request, who: Auth) -> StreamingResponse:
-    """Server-Sent Events of the key's task list: an ``task`` event with the row whenever a task changes."""
+    """Server-Sent Events of the key's task list: a ``task`` event with the row whenever a task changes."""
     engine = _engine(request)
+    sessions = _sessions(request)
 
     async def changes() -> AsyncIterator[str]:
-        with engine.feed.subscribe(owner=who.owner) as sub:
-            async for item in _feed(sub):
+        with engine.feed.subscribe(owner=who.owner) as sub, sessions.watch(who.session, who.owner) as ended:
+            async for item in _feed(request, sub, ended, lambda: sessions.still_valid(who.session)):
                 if item is None:
                     yield ": ping\n\n"
                 elif isinstance(item, TaskChange) and ("status" in item.changes or "progress_meter" in item.changes):
@@ -175,56 +250,115 @@ async def tasks_stream(request: Request, who: Auth) -> StreamingResponse:
     return StreamingResponse(changes(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
 
-def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
-    if not cursor:
-        return None
-    stamp, _, task_id = cursor.partition(":")
-    try:
-        return float(stamp), task_id
-    except ValueError:
-        raise HTTPException(422, "cursor: not a cursor from this API; start without one") from None
+@router.get("/api/tasks/{task_id}", tags=["tasks"], responses=ERRORS)
+async def get_task(request: Request, who: Auth, task_id: str) -> schemas.TaskEnvelope:
+    """One task as in the list (``/task/{id}.json`` has everything, events included)."""
+    return schemas.TaskEnvelope(task=_summary(await _own_task(request, who, task_id)))
 
 
-async def _own_task(request: Request, who: Caller, task_id: str) -> Any:
-    engine = _engine(request)
-    task = await engine.db(engine.store.get_task, task_id)
-    if task is None or task.owner != who.owner:
-        raise HTTPException(404, f"No task {task_id!r} for this API key.")
-    return task
+@router.post("/api/tasks/{task_id}/resubmit", tags=["tasks"], responses=ERRORS)
+async def resubmit_task(request: Request, who: Auth, task_id: str) -> schemas.TaskEnvelope:
+    """Send a task that ended without a result (``submit_unknown``, ``rejected``, ``failed``) again, as a new run."""
+    task = await _engine(request).resubmit(who.api_key, _task_id(task_id))
+    return schemas.TaskEnvelope(task=_summary(task))
 
 
-@router.get("/task/{task_id}.json", tags=["tasks"])
-async def task_json(request: Request, who: Auth, task_id: str) -> dict[str, Any]:
-    """The complete task: request, run, result and whole event history."""
+@router.delete("/api/tasks/{task_id}", tags=["tasks"], status_code=204, response_class=Response, responses=ERRORS)
+async def delete_task(request: Request, who: Auth, task_id: str) -> Response:
+    """Stop following a task, in any state, and remove it with all its events.
+
+    Parallel has no cancel: a run it already created goes on and is billed.
+    """
+    await _engine(request).delete(who.owner, _task_id(task_id))
+    return Response(status_code=204)
+
+
+@router.post(
+    "/api/track", tags=["tasks"], status_code=201, responses=ERRORS, openapi_extra=schemas.body_of(schemas.Track)
+)
+async def track_run(request: Request, who: Auth, body: Body) -> schemas.TaskEnvelope:
+    """Adopt a run created elsewhere (``{"run_id": "trun_..."}``) and follow it from its current state."""
+    run_id = body.get("run_id") if isinstance(body, dict) else None
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id.strip()):
+        raise _problem(["run_id"], "required: a Parallel run id such as trun_... (letters, digits, _ and -)")
+    task = await _engine(request).track(who.api_key, run_id.strip())
+    return schemas.TaskEnvelope(task=_summary(task))
+
+
+@router.get("/task/{task_id}.json", tags=["tasks"], response_model=schemas.TaskPage, responses=ERRORS)
+async def task_json(request: Request, who: Auth, task_id: str) -> Response:
+    """The complete task: request (and code to repeat it), run, result and whole event history."""
     task = await _own_task(request, who, task_id)
     engine = _engine(request)
     events = await engine.db(engine.store.events, task.id)
-    return task_page(task, events)
+    # Serialised directly: validating 5,000 events through the model would only cost time.
+    return JSONResponse(task_page(task, events))
 
 
-@router.get("/api/tasks/{task_id}/events", tags=["tasks"], response_model=None)
-async def task_events(request: Request, who: Auth, task_id: str) -> StreamingResponse:
+@router.get("/task/{task_id}.csv", tags=["tasks"], response_class=Response, responses=ERRORS)
+async def task_csv_download(request: Request, who: Auth, task_id: str) -> Response:
+    """The result as CSV (one header row, one row of values), safe to open in a spreadsheet."""
+    task = await _own_task(request, who, task_id)
+    return Response(
+        task_csv(task),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{task.id}.csv"'},
+    )
+
+
+@router.get("/api/tasks/{task_id}/events", tags=["tasks"], response_class=StreamingResponse, responses=ERRORS)
+async def task_events(
+    request: Request,
+    who: Auth,
+    task_id: str,
+    after: Annotated[str | None, Query(max_length=18, pattern=r"^[0-9]*$")] = None,
+) -> StreamingResponse:
     """Server-Sent Events: the stored history after ``Last-Event-ID`` (or ``?after=``), then each new event.
 
-    Ends after the task reaches a terminal status; ``:`` pings keep idle connections alive.
+    Ends after the task reaches a terminal status, when the session ends, or when the server stops;
+    ``:`` pings keep idle connections alive.
     """
     task = await _own_task(request, who, task_id)
-    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    after = int(raw) if raw.isdigit() else 0
+    raw = request.headers.get("last-event-id") or after or "0"
+    if not EVENT_ID.fullmatch(raw):
+        raise _problem(["header", "last-event-id"], "must be the id of an event of this stream (digits)")
     return StreamingResponse(
-        _event_stream(_engine(request), task.id, after, task.status.is_terminal),
+        _event_stream(request, who, task.id, int(raw)),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
 
 
-async def _feed(sub: Subscription) -> AsyncIterator[Event | TaskChange | None]:
-    """A subscription's items as they come, and None whenever it is quiet for PING_SECONDS (time to ping)."""
-    while True:
-        try:
-            yield await asyncio.wait_for(sub.queue.get(), timeout=PING_SECONDS)
-        except TimeoutError:
-            yield None
+async def _feed(
+    request: Request, sub: Subscription, ended: asyncio.Event, still_valid: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[Event | TaskChange | None]:
+    """A subscription's items as they come; None whenever it is quiet for PING_SECONDS (time to ping).
+
+    Stops when the session ends (``ended``, or found gone at a ping), when the server shuts down,
+    or when the subscriber fell too far behind (the client reconnects with Last-Event-ID and
+    reads the rest from the store).
+    """
+    closing: asyncio.Event = request.app.state.closing
+    while not sub.overflowed:
+        if not sub.queue.empty():
+            yield sub.queue.get_nowait()
+            continue
+        if ended.is_set() or closing.is_set():
+            return
+        get = asyncio.ensure_future(sub.queue.get())
+        stops = [asyncio.ensure_future(ended.wait()), asyncio.ensure_future(closing.wait())]
+        done, _ = await asyncio.wait([get, *stops], timeout=PING_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in stops:
+            waiter.cancel()
+        if get in done:
+            yield get.result()
+            continue
+        get.cancel()
+        if done:
+            return
+        if not await still_valid():
+            return
+        yield None
 
 
 def _frame(event: Event) -> str:
@@ -233,17 +367,21 @@ def _frame(event: Event) -> str:
     return f"id: {event.seq}\ndata: {json.dumps(event_view(event), separators=(',', ':'))}\n\n"
 
 
-async def _event_stream(engine: Engine, task_id: str, after: int, ended: bool) -> AsyncIterator[str]:
-    # Subscribe before reading the history, so nothing committed in between is missed.
-    with engine.feed.subscribe(task_id=task_id) as sub:
+async def _event_stream(request: Request, who: Caller, task_id: str, after: int) -> AsyncIterator[str]:
+    engine = _engine(request)
+    sessions = _sessions(request)
+    # Subscribe first, then read the task and its history: a change committed in between is then
+    # both in what we read and in the queue (skipped by seq), never in neither.
+    with engine.feed.subscribe(task_id=task_id) as sub, sessions.watch(who.session, who.owner) as ended:
+        task = await engine.db(engine.store.get_task, task_id)
         last = after
         for event in await engine.db(lambda: engine.store.events(task_id, after_seq=after)):
             last = event.seq
             yield _frame(event)
-        if ended:
+        if task is None or task.status.is_terminal:
             yield "event: end\ndata: {}\n\n"
             return
-        async for item in _feed(sub):
+        async for item in _feed(request, sub, ended, lambda: sessions.still_valid(who.session)):
             if item is None:
                 yield ": ping\n\n"
             elif isinstance(item, Event):

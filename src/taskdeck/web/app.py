@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -15,32 +18,82 @@ from starlette.exceptions import HTTPException
 
 from taskdeck import __version__
 from taskdeck.config import Settings
-from taskdeck.engine import Engine
+from taskdeck.engine import Engine, IntakeError
 from taskdeck.web.api import router
+from taskdeck.web.guard import Guard
 from taskdeck.web.pages import router as pages_router
+from taskdeck.web.sessions import Sessions
 
-__all__ = ["create_app"]
+__all__ = ["begin_shutdown", "create_app", "serve_app"]
+
+API_KEY_SCHEME = {"ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}
+
+
+def begin_shutdown(app: FastAPI) -> None:
+    """Tell every open event stream to end (the server calls this before it waits for connections)."""
+    closing: asyncio.Event | None = getattr(app.state, "closing", None)
+    if closing is not None:
+        closing.set()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but open event streams are told to end before it waits for connections to close.
+
+    Without this, one browser holding ``/api/tasks/stream`` keeps the process alive after SIGTERM.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        begin_shutdown(self._app)
+        await super().shutdown(sockets)
+
+
+def serve_app(app: FastAPI, host: str, port: int) -> None:
+    """Serve ``app`` in the foreground until SIGTERM or Ctrl-C; exits within a few seconds whatever is open."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
+    _Server(config, app).run()
 
 
 def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
     """The ASGI app. The engine starts with the app (lifespan) and stops with it."""
+    settings.validate()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = Engine(settings)
         await engine.start()
         app.state.engine = engine
+        app.state.sessions = Sessions(engine.store, engine.db, engine.vault, settings)
         try:
             yield
         finally:
+            app.state.closing.set()
             await engine.stop()
 
-    app = FastAPI(title="Taskdeck", version=__version__, lifespan=lifespan)
+    # /docs and /redoc load their scripts from a CDN, which Taskdeck pages never do; /openapi.json stays.
+    app = FastAPI(title="Taskdeck", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.demo = demo
+    app.state.closing = asyncio.Event()
     app.include_router(router)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    app.add_middleware(Guard, settings=settings)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = API_KEY_SCHEME
+            schema["security"] = [{"ApiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/-/health", tags=["meta"])
     async def health(request: Request) -> dict[str, Any]:
@@ -52,6 +105,10 @@ def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
     async def settings_json() -> dict[str, Any]:
         """Every setting, secrets redacted."""
         return {"demo": demo, **settings.redacted()}
+
+    @app.exception_handler(IntakeError)
+    async def refused(request: Request, exc: IntakeError) -> JSONResponse:
+        return JSONResponse({"error": {"message": exc.message, "problems": exc.problems}}, status_code=exc.status)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -1,7 +1,8 @@
-"""Who is calling: an API key from the ``x-api-key`` header, or the session cookie set by ``POST /api/session``.
+"""Who is calling: an API key from the ``x-api-key`` header, or a browser session (see sessions.py).
 
-The cookie holds only the owner hash, signed by the server; the key itself stays
-encrypted in the store. Nothing here ever returns or logs a key.
+A session names an owner; the key itself stays encrypted in the store. Unsafe
+requests authenticated by the session cookie pass the CSRF check here, so no
+route can forget it. Nothing here ever returns or logs a key.
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 
 from taskdeck.engine import Engine
+from taskdeck.web.sessions import SAFE_METHODS, Sessions, key_problem
 
-__all__ = ["COOKIE", "Caller", "caller"]
+__all__ = ["SIGN_IN_MESSAGE", "Caller", "caller", "optional_caller"]
 
-COOKIE = "taskdeck_session"
+SIGN_IN_MESSAGE = "Enter your Parallel API key to continue (scripts: send it in the x-api-key header)."
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """An authenticated caller: the key's owner hash and the key (for upstream calls)."""
+    """An authenticated caller: the key's owner hash, the key (for upstream calls), and the session if any."""
 
     owner: str
     api_key: str
+    session: str | None = None
 
 
 def _engine(request: Request) -> Engine:
@@ -30,19 +33,38 @@ def _engine(request: Request) -> Engine:
     return engine
 
 
-async def caller(request: Request) -> Caller:
-    """FastAPI dependency: the caller, or 401 saying how to authenticate."""
+def _sessions(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+async def optional_caller(request: Request) -> Caller | None:
+    """The caller, or None when the request is not signed in. Raises 401/403 for a bad key or CSRF."""
     engine = _engine(request)
     key = request.headers.get("x-api-key")
-    if key:
+    if key is not None:
+        problem = key_problem(key)
+        if problem is not None:
+            raise HTTPException(401, f"The x-api-key header does not hold a Parallel API key: {problem}.")
         return Caller(engine.vault.owner(key), key)
-    token = request.cookies.get(COOKIE)
-    owner = engine.vault.session_owner(token) if token else None
-    if owner is not None:
-        stored = await engine.api_key(owner)
-        if stored is not None:
-            return Caller(owner, stored)
-    raise HTTPException(
-        status_code=401,
-        detail="No API key: send it in the x-api-key header, or sign in with POST /api/session.",
-    )
+    sessions = _sessions(request)
+    token = sessions.cookie(request)
+    if not token:
+        return None
+    owner = await sessions.owner_of(token)
+    if owner is None:
+        return None
+    if request.method not in SAFE_METHODS:
+        sessions.check(request, token)
+    stored = await engine.api_key(owner)
+    if stored is None:
+        return None  # the key was forgotten meanwhile
+    return Caller(owner, stored, token)
+
+
+async def caller(request: Request) -> Caller:
+    """FastAPI dependency: the caller, or 401 saying what to do."""
+    who = await optional_caller(request)
+    if who is None:
+        raise HTTPException(status_code=401, detail=SIGN_IN_MESSAGE)
+    return who

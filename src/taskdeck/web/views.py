@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from taskdeck.models import Event, Task
+from taskdeck.web.snippets import request_code
 
-__all__ = ["event_view", "iso", "task_page", "task_summary"]
+__all__ = ["event_view", "iso", "safe_cell", "task_csv", "task_page", "task_summary"]
+
+# Cells a spreadsheet would read as a formula (OWASP "CSV injection"): = + - @, tab, carriage return.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def iso(ts: float | None) -> str | None:
@@ -18,7 +25,9 @@ def iso(ts: float | None) -> str | None:
 def _urls(task: Task) -> dict[str, str]:
     return {
         "self": f"/api/tasks/{task.id}",
+        "page": f"/task/{task.id}",
         "json": f"/task/{task.id}.json",
+        "csv": f"/task/{task.id}.csv",
         "events": f"/api/tasks/{task.id}/events",
     }
 
@@ -71,5 +80,32 @@ def task_page(task: Task, events: list[Event]) -> dict[str, Any]:
         "error": task.error,
         "progress": task.progress,
         "output": task.output,
+        "code": request_code(task.request),
         "events": [event_view(e) for e in events],
     }
+
+
+def safe_cell(value: Any) -> str:
+    """A CSV cell that no spreadsheet runs: text, with a leading ``'`` where it would start a formula."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return json.dumps(value)  # a number is data, never a formula: keep it a number
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def task_csv(task: Task) -> str:
+    """The result as CSV: a header of the output's fields and one row of values (text output: one column).
+
+    Nested values are written as JSON; every cell is neutralised against formula injection.
+    """
+    output = task.output or {}
+    content = output.get("content")
+    if output.get("type") == "text" or not isinstance(content, dict):
+        row: dict[str, Any] = {"output": content if content is not None else ""}
+    else:
+        row = content
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow([safe_cell(k) for k in row])
+    writer.writerow([safe_cell(v) for v in row.values()])
+    return buffer.getvalue()

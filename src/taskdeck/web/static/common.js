@@ -32,8 +32,20 @@ function link(url, text) {
   return h("a", { href, rel: "noopener noreferrer", target: "_blank" }, text || href);
 }
 
+// The CSRF token of this page's session (or of the signed-out browser): sent with every unsafe request.
+function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? meta.content : "";
+}
+
+function setCsrfToken(token) {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  if (meta && token) meta.content = token;
+}
+
 async function api(method, path, body) {
   const init = { method, headers: {}, credentials: "same-origin" };
+  if (method !== "GET" && method !== "HEAD") init.headers["x-csrf-token"] = csrfToken();
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);

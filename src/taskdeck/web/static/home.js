@@ -124,7 +124,8 @@ document.addEventListener("DOMContentLoaded", async () => {
     const error = document.getElementById("key-error");
     error.textContent = "";
     try {
-      await api("POST", "/api/session", { api_key: document.getElementById("api-key").value });
+      const session = await api("POST", "/api/session", { api_key: document.getElementById("api-key").value });
+      setCsrfToken(session.csrf_token);
       document.getElementById("api-key").value = "";
       await refreshKey();
       await loadTasks();
@@ -134,7 +135,8 @@ document.addEventListener("DOMContentLoaded", async () => {
     }
   });
   document.getElementById("forget-key").addEventListener("click", async () => {
-    await api("DELETE", "/api/session");
+    const out = await api("DELETE", "/api/session");
+    setCsrfToken(out.csrf_token);
     await refreshKey();
     document.querySelector("#tasks tbody").replaceChildren();
   });

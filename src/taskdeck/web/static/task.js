@@ -128,25 +128,14 @@ function renderResult(t) {
   const dj = document.getElementById("download-json");
   dj.href = URL.createObjectURL(blob);
   dj.download = `${t.id}.json`;
-  const content = t.output.type === "text" ? { output: t.output.content } : t.output.content || {};
-  const cell = (v) => `"${(typeof v === "string" ? v : JSON.stringify(v)).replaceAll('"', '""')}"`;
-  const csv = `${Object.keys(content).map(cell).join(",")}\n${Object.values(content).map(cell).join(",")}\n`;
   const dc = document.getElementById("download-csv");
-  dc.href = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
+  dc.href = t.urls.csv;  // built by the server: the same bytes for the browser and for scripts
   dc.download = `${t.id}.csv`;
 }
 
 function showRequest(kind) {
-  const body = JSON.stringify(task.request, null, 2);
-  const code = document.getElementById("request-code");
-  if (kind === "json") code.textContent = body;
-  else if (kind === "curl") {
-    code.textContent = `curl -X POST https://api.parallel.ai/v1/tasks/runs \\\n  -H "x-api-key: $PARALLEL_API_KEY" \\\n  -H "content-type: application/json" \\\n  -d '${JSON.stringify(task.request).replaceAll("'", "'\\''")}'`;
-  } else {
-    const args = Object.entries(task.request).map(([k, v]) => `    ${k}=${JSON.stringify(v)},`).join("\n")
-      .replaceAll(": true", ": True").replaceAll(": false", ": False").replaceAll(": null", ": None");
-    code.textContent = `from parallel import Parallel\n\nclient = Parallel()  # reads PARALLEL_API_KEY\nrun = client.task_run.create(\n${args}\n)\nresult = client.task_run.result(run.run_id)\nprint(result.output.content)`;
-  }
+  // The server generates the code (real serialisers, proper quoting): shown as text, never run here.
+  document.getElementById("request-code").textContent = task.code[kind];
 }
 
 function absorb(ev) {
