@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -123,3 +125,12 @@ def read_sse(url: str, key: str = "test-key", headers: dict[str, str] | None = N
         except (httpx.RemoteProtocolError, httpx.ReadError):
             cut = True
     return SseRead(parse_sse(raw), raw, cut, 200)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Re-check ``condition`` until it holds; a condition wait, not a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)

@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from helpers import wait_for
+
+__all__ = ["FAST_ENV", "kill", "start_worker", "wait_for"]
 
 FAST_ENV = {
     "TASKDECK_SECRET_KEY": "test-secret",
@@ -38,12 +40,3 @@ def start_worker(db: Path, base_url: str, log: Path, **env: str) -> subprocess.P
 def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Re-check ``condition`` until it holds; a condition wait, not a fixed sleep."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)

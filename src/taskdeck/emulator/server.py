@@ -52,6 +52,10 @@ def _uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str) -> uvico
         backlog=16384,
         timeout_keep_alive=30,
         lifespan="on",
+        # uvicorn believes X-Forwarded-* from 127.0.0.1 by default; Taskdeck decides whom to believe itself.
+        proxy_headers=False,
+        # Open event streams must not keep a stopping server alive for ever.
+        timeout_graceful_shutdown=5,
     )
 
 

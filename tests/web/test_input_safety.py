@@ -1,0 +1,236 @@
+"""Bad input gets a 4xx naming the field, stores nothing, and never hurts another caller (issue 7, items 1 and 4-7)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from web_helpers import Web
+
+KEY = "input-safety-key"
+
+
+def post_raw(web: Web, path: str, raw: bytes, key: str | None = KEY) -> httpx.Response:
+    headers = {"content-type": "application/json", **({"x-api-key": key} if key else {})}
+    return httpx.post(web.url + path, content=raw, headers=headers, timeout=30)
+
+
+def stored_count(web: Web) -> int:
+    return sum(web.engine.store.count_tasks().values())
+
+
+@pytest.mark.parametrize(
+    ("raw", "where"),
+    [
+        (b'{"input":"\\ud800","processor":"lite"}', "input"),
+        (b'{"input":"x","processor":"lite","metadata":{"k\\udfff":"v"}}', "metadata"),
+        (b'{"input":"x","processor":"lite","metadata":{"k":"a\\u0000b"}}', "metadata.k"),
+        (b'{"input":{"name":"\\ud83d"},"processor":"lite"}', "input.name"),
+        (b'{"input":"x","processor":"lite","follow_up_of":"\\udc00"}', "follow_up_of"),
+    ],
+)
+def test_text_no_store_can_hold_is_refused_at_the_door(web: Web, raw: bytes, where: str) -> None:
+    before = stored_count(web)
+    resp = post_raw(web, "/api/tasks", raw)
+    assert resp.status_code == 422, resp.text
+    body = resp.json()["error"]
+    assert body["message"].startswith(where) and ("surrogate" in body["message"] or "NUL" in body["message"])
+    assert stored_count(web) == before
+
+
+def test_sign_in_and_track_refuse_unstorable_text(web: Web) -> None:
+    with web.browser() as browser:
+        resp = browser.post(
+            "/api/session", content=b'{"api_key":"abc\\ud800"}', headers={"content-type": "application/json"}
+        )
+        assert resp.status_code == 422 and "surrogate" in resp.json()["error"]["message"]
+        resp = browser.post("/api/session", json={"api_key": "has space"})
+        assert resp.status_code == 422 and resp.json()["error"]["problems"][0]["loc"] == ["api_key"]
+    assert post_raw(web, "/api/track", b'{"run_id":"trun_\\ud800"}').status_code == 422
+    resp = post_raw(web, "/api/track", json.dumps({"run_id": "trun_" + "a" * 100_000}).encode())
+    assert resp.status_code == 422 and resp.json()["error"]["problems"][0]["loc"] == ["run_id"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b'{"input":"x","processor":"lite","metadata":{"n":NaN}}', "NaN"),
+        (b'{"input":"x","processor":"lite","metadata":{"n":Infinity}}', "Infinity"),
+        (b'{"input":"x","processor":"lite","metadata":{"n":-Infinity}}', "Infinity"),
+        (b'{"input":"x","processor":"lite","metadata":{"n":1e400}}', "finite"),
+        (b'{"input":"x","processor":"lite","metadata":{"n":' + b"9" * 5000 + b"}}", "digits"),
+        (b'{"input":"x","input":"y","processor":"lite"}', "twice"),
+        (b'\xef\xbb\xbf{"input":"x","processor":"lite"}', "byte-order mark"),
+        (b'{"input":"\xff","processor":"lite"}', "UTF-8"),
+        (b'{"input":' + b"[" * 100_000 + b"]" * 100_000 + b',"processor":"lite"}', "deeper"),
+        (b'{"input":"x","processor":"lite"', "not valid JSON"),
+    ],
+)
+def test_only_strict_json_is_accepted(web: Web, raw: bytes, says: str) -> None:
+    before = stored_count(web)
+    resp = post_raw(web, "/api/tasks", raw)
+    assert resp.status_code == 422, resp.text
+    assert says in resp.json()["error"]["message"]
+    assert stored_count(web) == before
+
+
+def test_unknown_top_level_fields_and_reserved_metadata_are_refused(web: Web) -> None:
+    with web.client(KEY) as client:
+        resp = client.post("/api/tasks", json={"input": "x", "processor": "lite", "enable_event": True})
+        assert resp.status_code == 422
+        assert resp.json()["error"]["problems"][0]["loc"] == ["enable_event"]
+        resp = client.post("/api/tasks", json={"input": "x", "processor": "lite", "metadata": {"taskdeck_id": "x"}})
+        assert resp.status_code == 422 and "reserved" in resp.json()["error"]["message"]
+        resp = client.post("/api/tasks", content=b"x=1", headers={"content-type": "application/x-www-form-urlencoded"})
+        assert resp.status_code == 415
+
+
+def test_parallels_input_limit_applies_without_a_task_spec(web: Web) -> None:
+    with web.client(KEY) as client:
+        resp = client.post("/api/tasks", json={"input": "x" * 25_001, "processor": "lite"})
+        assert resp.status_code == 422 and "25000" in resp.json()["error"]["message"]
+        assert client.post("/api/tasks", json={"input": "x" * 24_000, "processor": "lite"}).status_code == 201
+
+
+def test_bodies_over_the_limit_answer_413_and_store_nothing(web: Web) -> None:
+    before = stored_count(web)
+    big = json.dumps({"input": "x" * 2_000_000, "processor": "lite"}).encode()
+    resp = post_raw(web, "/api/tasks", big)
+    assert resp.status_code == 413 and "TASKDECK_MAX_BODY_BYTES" in resp.json()["error"]["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold on the bytes that arrive
+        yield b'{"input":"'
+        for _ in range(40):
+            yield b"x" * 64_000
+        yield b'","processor":"lite"}'
+
+    resp = httpx.post(
+        web.url + "/api/tasks",
+        content=chunks(),
+        headers={"content-type": "application/json", "x-api-key": KEY},
+        timeout=30,
+    )
+    assert resp.status_code == 413
+    assert stored_count(web) == before
+
+
+class Listener:
+    """A TCP port that counts the connections it gets (anything fetching a $ref would connect)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def test_schemas_never_fetch_or_read_anything(web: Web) -> None:
+    listener = Listener()
+    remote = f"http://127.0.0.1:{listener.port}/internal/admin"
+    try:
+        with web.client(KEY) as client:
+            for ref in (remote, "file:///etc/passwd"):
+                in_input = {
+                    "output_schema": "A summary",
+                    "input_schema": {"type": "json", "json_schema": {"$ref": ref}},
+                }
+                in_output = {
+                    "output_schema": {
+                        "type": "json",
+                        "json_schema": {
+                            "type": "object",
+                            "properties": {"a": {"$ref": ref}},
+                            "required": ["a"],
+                            "additionalProperties": False,
+                        },
+                    }
+                }
+                for spec in (in_input, in_output):
+                    resp = client.post("/api/tasks", json={"input": {"a": 1}, "processor": "lite", "task_spec": spec})
+                    assert resp.status_code == 422, resp.text
+                    assert "only local references" in resp.json()["error"]["message"]
+            assert listener.connections == 0
+    finally:
+        listener.close()
+
+
+def test_self_referencing_and_exploding_schemas_are_refused_not_500(web: Web) -> None:
+    looping = {"output_schema": "x", "input_schema": {"type": "json", "json_schema": {"$ref": "#"}}}
+    defs = {f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]} for i in range(40)}
+    defs["d40"] = {"type": "string"}
+    exploding = {
+        "output_schema": "x",
+        "input_schema": {
+            "type": "json",
+            "json_schema": {"$defs": defs, "type": "object", "properties": {"a": {"$ref": "#/$defs/d0"}}},
+        },
+    }
+    with web.client(KEY) as client:
+        resp = client.post("/api/tasks", json={"input": {"a": 1}, "processor": "lite", "task_spec": looping})
+        assert resp.status_code == 422 and "itself" in resp.json()["error"]["message"]
+        started = time.monotonic()
+        resp = client.post("/api/tasks", json={"input": {"a": 1}, "processor": "lite", "task_spec": exploding})
+        assert resp.status_code == 422 and "too complex" in resp.json()["error"]["message"]
+        assert time.monotonic() - started < 20  # bounded (a 2**40-step check would never return)
+        assert client.get("/-/health").json()["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/api/tasks/{id}/events?after=%C2%B2", {}),  # "²" is a digit to str.isdigit(), not to int()
+        ("/api/tasks/{id}/events?after=" + "9" * 5000, {}),
+        ("/api/tasks/{id}/events", {"last-event-id": "9" * 20}),
+        ("/api/tasks/{id}/events", {"last-event-id": "12abc"}),
+        ("/api/tasks?cursor=nan:tsk_000000000000000000000000", {}),
+        ("/api/tasks?cursor=1e999:tsk_000000000000000000000000", {}),
+        ("/api/tasks?status=nonsense", {}),
+        ("/api/tasks?processor=mega", {}),
+        ("/api/tasks?q=a%00b", {}),
+        ("/api/tasks?limit=100000000000000000000000", {}),
+    ],
+)
+def test_every_bad_query_answers_4xx(web: Web, path: str, headers: dict[str, str]) -> None:
+    with web.client(KEY) as client:
+        task = client.post("/api/tasks", json={"input": "q", "processor": "lite"}).json()["task"]
+        resp = client.get(path.replace("{id}", task["id"]), headers=headers)
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text)
+    assert resp.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("key", [b"abc\x00def", "ключ".encode(), b"k\xff\xfe", b"a b"])
+def test_keys_that_cannot_be_keys_answer_401_not_502(web: Web, key: bytes) -> None:
+    # Sent over a raw socket: HTTP clients refuse to send some of these bytes themselves.
+    request = b"GET /api/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: " + key + b"\r\nConnection: close\r\n\r\n"
+    port = int(web.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (400, 401), answer[:300]
