@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from taskdeck.store.sqlite import SqliteStore
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -50,3 +52,45 @@ def test_serve_demo_runs_a_task_end_to_end(tmp_path: Path) -> None:
             proc.wait(timeout=15)
         assert proc.stderr is not None
         assert "demo-key" not in banner + proc.stderr.read()  # the key is never logged
+
+
+def test_sigterm_stops_serve_within_ten_seconds_with_a_hundred_open_streams(tmp_path: Path) -> None:
+    port = free_port()
+    db = tmp_path / "t.db"
+    cmd = [sys.executable, "-m", "taskdeck", "serve", "--demo", "--port", str(port), "--db", str(db)]
+    with subprocess.Popen(cmd, stderr=subprocess.DEVNULL) as proc:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/-/health")
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "serve did not start listening"
+                time.sleep(0.1)
+        long = {"input": "x", "processor": "lite", "metadata": {"emulator": "duration=100000"}}
+        with httpx.Client(base_url=url, headers={"x-api-key": "demo-key"}, timeout=60) as client:
+            task = client.post("/api/tasks", json=long).json()["task"]
+        streams = []
+        limits = httpx.Limits(max_connections=200)
+        with httpx.Client(base_url=url, headers={"x-api-key": "demo-key"}, timeout=60, limits=limits) as client:
+            for i in range(100):
+                path = "/api/tasks/stream" if i % 2 else task["urls"]["events"]
+                stream = client.stream("GET", path)
+                response = stream.__enter__()
+                assert response.status_code == 200
+                streams.append(stream)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            # uvicorn re-raises the signal after a graceful stop, so "killed by SIGTERM" is the clean exit here.
+            assert proc.wait(timeout=10) in (0, -signal.SIGTERM)
+            elapsed = time.monotonic() - started
+            for stream in streams:
+                stream.__exit__(None, None, None)
+    assert elapsed < 10
+    store = SqliteStore(db)
+    try:
+        stored = store.get_task(task["id"])
+        assert stored is not None and stored.lease_owner is None  # the lease was released on the way out
+    finally:
+        store.close()

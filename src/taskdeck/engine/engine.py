@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from taskdeck.config import Settings
-from taskdeck.engine.feed import Feed
+from taskdeck.engine.feed import Feed, TaskChange
 from taskdeck.engine.follower import Follower
 from taskdeck.engine.groups import OwnerGroups
 from taskdeck.engine.intake import IntakeError, key_record, new_task, validate_request
@@ -371,6 +371,8 @@ class Engine:
         if not await self.db(lambda: self.store.delete_task(task.id)):
             raise IntakeError(404, f"No task {task_id!r} for this API key.")
         log.info("task %s deleted by its owner (it was %s)", task.id, task.status.value)
+        # Tell open streams and lists at once (the row is gone, so nothing else will).
+        self.feed.publish_change(TaskChange(task.id, owner, {"deleted": True}))
         return task
 
     async def forget_key(self, owner: str) -> int:

@@ -233,7 +233,8 @@ def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
 
 @router.get("/api/tasks/stream", tags=["tasks"], response_class=StreamingResponse, responses=ERRORS)
 async def tasks_stream(request: Request, who: Auth) -> StreamingResponse:
-    """Server-Sent Events of the key's task list: a ``task`` event with the row whenever a task changes."""
+    """Server-Sent Events of the key's task list: a ``task`` event with the row whenever a task changes,
+    a ``removed`` event (``{"id"}``) when one is deleted."""
     engine = _engine(request)
     sessions = _sessions(request)
 
@@ -242,6 +243,8 @@ async def tasks_stream(request: Request, who: Auth) -> StreamingResponse:
             async for item in _feed(request, sub, ended, lambda: sessions.still_valid(who.session)):
                 if item is None:
                     yield ": ping\n\n"
+                elif isinstance(item, TaskChange) and item.changes.get("deleted"):
+                    yield f"event: removed\ndata: {json.dumps({'id': item.task_id})}\n\n"
                 elif isinstance(item, TaskChange) and ("status" in item.changes or "progress_meter" in item.changes):
                     task = await engine.db(engine.store.get_task, item.task_id)
                     if task is not None:
@@ -390,6 +393,6 @@ async def _event_stream(request: Request, who: Caller, task_id: str, after: int)
                     yield _frame(item)
             elif isinstance(item, TaskChange):
                 status = item.changes.get("status")
-                if isinstance(status, str) and TaskStatus(status).is_terminal:
+                if item.changes.get("deleted") or (isinstance(status, str) and TaskStatus(status).is_terminal):
                     yield "event: end\ndata: {}\n\n"
                     return

@@ -55,6 +55,11 @@ function watchTasks() {
     const old = body.querySelector(`tr[data-id="${CSS.escape(t.id)}"]`);
     if (old) old.replaceWith(row(t)); else body.prepend(row(t));
   });
+  source.addEventListener("removed", (e) => {
+    const { id } = JSON.parse(e.data);
+    const old = document.querySelector(`#tasks tbody tr[data-id="${CSS.escape(id)}"]`);
+    if (old) old.remove();
+  });
 }
 
 function updateCost() {

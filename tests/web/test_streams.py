@@ -1,0 +1,132 @@
+"""Event streams that end when they should and lose nothing at their seams (issue 7, items 15, 16, 20)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from web_helpers import Web
+
+from helpers import wait_for
+from taskdeck.engine.feed import Feed, Subscription
+from taskdeck.engine.writer import note
+from taskdeck.models import TaskStatus
+from taskdeck.store.base import PatchTask
+
+KEY = "stream-test-key"
+LONG = {"input": "a long one", "processor": "lite", "metadata": {"emulator": "duration=1000000"}}
+
+
+def read_events(client: httpx.Client, path: str, headers: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """(id, event, data) of every message until the server ends the stream."""
+    out: list[tuple[str, str, str]] = []
+    with client.stream("GET", path, headers=headers or {}) as resp:
+        assert resp.status_code == 200
+        block: dict[str, str] = {}
+        for line in resp.iter_lines():
+            if not line:
+                if block:
+                    out.append((block.get("id", ""), block.get("event", ""), block.get("data", "")))
+                block = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                block[name] = value
+    return out
+
+
+@contextmanager
+def hooked_subscribe(feed: Feed, before: Any = None, after: Any = None) -> Iterator[None]:
+    """Run ``before()`` just before a subscription starts and ``after()`` just after (the server's own thread)."""
+    original = feed.subscribe
+
+    @contextmanager
+    def subscribe(**kwargs: Any) -> Iterator[Subscription]:
+        if before is not None:
+            before()
+        with original(**kwargs) as sub:
+            if after is not None:
+                after()
+            yield sub
+
+    feed.subscribe = subscribe  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        feed.subscribe = original  # type: ignore[method-assign]
+
+
+def test_a_task_that_ends_while_the_stream_opens_still_gets_its_end(web: Web) -> None:
+    """The stream subscribes before it reads the task: an end committed in between is never missed."""
+    with web.client(KEY) as client:
+        task = client.post("/api/tasks", json=LONG).json()["task"]
+        wait_for(lambda: (t := web.engine.store.get_task(task["id"])) is not None and t.run_id, 30, "the run")
+        web.engine.followers[task["id"]].stop()  # nobody else touches the task now
+
+        def end_it() -> None:
+            # The task ends right before the subscription starts, and that change is published to nobody.
+            web.engine.store.apply([PatchTask(task["id"], {"status": TaskStatus.COMPLETED.value})])
+
+        with hooked_subscribe(web.engine.feed, before=end_it):
+            started = time.monotonic()
+            events = read_events(client, task["urls"]["events"])
+        assert events[-1][1] == "end"
+        assert time.monotonic() - started < 10
+
+
+def test_resume_with_last_event_id_on_a_live_run_has_no_gap_and_no_duplicate(web: Web) -> None:
+    with web.client(KEY) as client:
+        task = client.post("/api/tasks", json={**LONG, "processor": "pro"}).json()["task"]
+        wait_for(lambda: len(web.engine.store.events(task["id"])) >= 8, 30, "a few events")
+        stored = web.engine.store.events(task["id"])
+        resume_after = stored[3].seq
+        store = web.engine.store
+        stored_task = store.get_task(task["id"])
+        assert stored_task is not None
+
+        def commit_one() -> None:
+            # Committed after the subscription starts and before the history is read: this event is
+            # both in the history and in the live queue, and must be sent once.
+            store.apply([note(stored_task, "seam_check")])
+
+        with hooked_subscribe(web.engine.feed, after=commit_one):
+            got: list[tuple[str, str, str]] = []
+            with client.stream("GET", task["urls"]["events"], headers={"last-event-id": str(resume_after)}) as resp:
+                block: dict[str, str] = {}
+                for line in resp.iter_lines():
+                    if not line:
+                        if block:
+                            got.append((block.get("id", ""), block.get("event", ""), block.get("data", "")))
+                            if json.loads(block["data"]).get("type") == "taskdeck.seam_check":
+                                # And one more live event after the seam, committed through the writer.
+                                web.engine.followers[task["id"]].stop()
+                                break
+                        block = {}
+                    elif not line.startswith(":"):
+                        name, _, value = line.partition(": ")
+                        block[name] = value
+        ids = [int(i) for i, _, _ in got if i]
+        assert ids == sorted(set(ids)), "a duplicate or out-of-order event at the seam"
+        expected = [e.seq for e in store.events(task["id"]) if e.seq > resume_after and e.seq <= ids[-1]]
+        assert ids == expected, "a gap: an event stored after Last-Event-ID was not sent"
+
+
+def test_deleting_a_task_ends_its_stream_and_tells_the_list(web: Web) -> None:
+    with web.client(KEY) as client:
+        task = client.post("/api/tasks", json=LONG).json()["task"]
+        wait_for(lambda: (t := web.engine.store.get_task(task["id"])) is not None and t.run_id, 30, "the run")
+        listed: list[str] = []
+        with client.stream("GET", "/api/tasks/stream") as listing:
+            with client.stream("GET", task["urls"]["events"]) as resp:
+                assert client.delete(f"/api/tasks/{task['id']}").status_code == 204
+                kinds = [line for line in resp.iter_lines() if line.startswith("event:")]
+            assert kinds == ["event: end"]
+            for line in listing.iter_lines():
+                if line.startswith("event:"):
+                    listed.append(line)
+                    break
+        assert listed == ["event: removed"]
+        assert client.get(task["urls"]["events"]).status_code == 404
