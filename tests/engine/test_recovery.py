@@ -1,0 +1,212 @@
+"""Recovery paths, each driven through the emulator and asserted on stored state (issue 7, items 2, 4, 17, 19)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import assert_exactly_once, fast_settings, stored_upstream, wait_terminal
+from taskdeck.emulator import BackgroundEmulator
+from taskdeck.engine import Engine
+from taskdeck.engine.follower import dedup_key
+from taskdeck.engine.intake import key_record, new_task
+from taskdeck.models import Event, TaskStatus
+from taskdeck.processors import get_processor
+from taskdeck.store import SqliteStore
+from taskdeck.store.base import AppendEvent, InsertTask, Write
+from taskdeck.upstream.sse import SseMessage
+
+KEY = "recovery-test-key"
+
+
+def body(directives: str = "", processor: str = "pro", duration: int = 300, text: str = "Recover me") -> dict[str, Any]:
+    return {"input": text, "processor": processor, "metadata": {"emulator": f"duration={duration};{directives}"}}
+
+
+class MessageFailingStore(SqliteStore):
+    """The real store, except that the first ``fail`` transactions holding a progress message fail."""
+
+    fail = 0
+
+    def apply(self, writes: Sequence[Write]) -> list[Event]:
+        has_message = any(isinstance(w, AppendEvent) and w.type.startswith("task_run.progress_msg.") for w in writes)
+        if has_message and self.fail > 0:
+            self.fail -= 1
+            raise OSError("disk I/O error (injected)")
+        return super().apply(writes)
+
+
+async def test_an_event_whose_write_failed_is_stored_at_the_next_replay(tmp_path: Path, make_emulator: Any) -> None:
+    emu = make_emulator(time_scale=0.005, stream_lifetime=100, record_sent=True)  # 0.5 s streams
+    store = MessageFailingStore(tmp_path / "r.db")
+    store.fail = 2  # the batch holding the first message, then that message's own retry
+    engine = Engine(fast_settings(tmp_path / "r.db", emu.url), store=store)
+    await engine.start()
+    try:
+        task = await engine.submit(KEY, body(duration=600))
+        await wait_terminal(engine, [task.id])
+        assert store.fail == 0, "the injected failure never happened"
+        # Every distinct event the emulator sent is stored once: the lost one came back with a replay.
+        assert_exactly_once(engine, emu.url, task.id, ordered=False)
+    finally:
+        await engine.stop()
+
+
+async def test_polling_returns_to_streaming_and_stops_polling(tmp_path: Path, make_emulator: Any) -> None:
+    emu = make_emulator(time_scale=0.005, stream_lifetime=100, record_sent=True)  # 0.5 s streams
+    settings = fast_settings(tmp_path / "p.db", emu.url, stream_failures_before_polling=2, result_wait=0)
+    engine = Engine(settings)
+    await engine.start()
+    try:
+        task = await engine.submit(KEY, body("events:error=503*3", duration=1000))  # 5 s: about 10 streams
+        await wait_terminal(engine, [task.id])
+        stored = engine.store.get_task(task.id)
+        assert stored is not None and stored.status == TaskStatus.COMPLETED and stored.output is not None
+        events = [e.type for e in engine.store.events(task.id)]
+        resumed = events.index("taskdeck.streaming_resumed")
+        assert "taskdeck.polling" in events[:resumed]
+        assert events[resumed:].count("taskdeck.stream_connected") >= 4
+        # Back on the stream, the follower polls no more: the GETs all happened while it was polling.
+        keys = httpx.get(f"{emu.url}/_emulator/stats?runs=false").json()["keys"]
+        (counters,) = keys.values()
+        assert counters["by_route"].get("retrieve_run", 0) <= 2, counters["by_route"]
+        assert_exactly_once(engine, emu.url, task.id)
+    finally:
+        await engine.stop()
+
+
+async def test_a_run_that_finishes_while_polling_is_stored_with_its_output(tmp_path: Path, make_emulator: Any) -> None:
+    emu = make_emulator(time_scale=0.005, record_sent=True)
+    settings = fast_settings(tmp_path / "f.db", emu.url, stream_failures_before_polling=1, result_wait=0)
+    engine = Engine(settings)
+    await engine.start()
+    try:
+        task = await engine.submit(KEY, body("events:error=503", processor="lite", duration=60))  # never streams
+        await wait_terminal(engine, [task.id])
+        stored = engine.store.get_task(task.id)
+        assert stored is not None and stored.status == TaskStatus.COMPLETED
+        result = httpx.get(f"{emu.url}/v1/tasks/runs/{stored.run_id}/result", headers={"x-api-key": KEY}).json()
+        assert stored.output == result["output"]
+        assert stored_upstream(engine, task.id) == []  # nothing came by stream
+        assert "taskdeck.result_stored" in [e.type for e in engine.store.events(task.id)]
+    finally:
+        await engine.stop()
+
+
+async def test_tracking_a_run_that_already_ended(engine: Engine, recording_emulator: BackgroundEmulator) -> None:
+    url = recording_emulator.url
+    created = httpx.post(f"{url}/v1/tasks/runs", json=body(processor="lite", duration=20), headers={"x-api-key": KEY})
+    run_id = created.json()["run_id"]
+    with httpx.Client(base_url=url, headers={"x-api-key": KEY}) as client:
+        result = client.get(f"/v1/tasks/runs/{run_id}/result", params={"timeout": 60}, timeout=90)
+        assert result.status_code == 200  # the run is over before Taskdeck hears of it
+    task = await engine.track(KEY, run_id)
+    await wait_terminal(engine, [task.id])
+    stored = engine.store.get_task(task.id)
+    assert stored is not None and stored.status == TaskStatus.COMPLETED
+    assert stored.output == result.json()["output"]
+    assert_exactly_once(engine, url, task.id)
+
+
+async def test_a_lost_lease_stops_the_follower_and_never_leaves_two_streams(
+    tmp_path: Path, recording_emulator: BackgroundEmulator
+) -> None:
+    db = tmp_path / "l.db"
+    first = Engine(fast_settings(db, recording_emulator.url))
+    second = Engine(fast_settings(db, recording_emulator.url))
+    await first.start()
+    try:
+        task = await first.submit(KEY, body(duration=1500))  # 7.5 s
+        await _until(lambda: first.store.get_task(task.id).run_id is not None)  # type: ignore[union-attr]
+        run_id = first.store.get_task(task.id).run_id  # type: ignore[union-attr]
+        await _until(lambda: _open_streams(recording_emulator.url, run_id) == 1)
+        # Another process took the lease (as after a stall longer than the lease): the first must let go.
+        first.store._conn().execute(
+            "UPDATE tasks SET lease_owner = 'elsewhere', lease_expires = ? WHERE id = ?", (time.time() + 3, task.id)
+        )
+        await _until(lambda: task.id not in first.followers)
+        await _until(lambda: _open_streams(recording_emulator.url, run_id) == 0)
+        # The lease then expires and the second process claims it, follows it, finishes it.
+        await second.start()
+        await wait_terminal(second, [task.id])
+        info = httpx.get(f"{recording_emulator.url}/_emulator/runs/{run_id}").json()
+        assert info["max_open_streams"] == 1
+        assert_exactly_once(second, recording_emulator.url, task.id)
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+def _open_streams(url: str, run_id: str | None) -> int:
+    return int(httpx.get(f"{url}/_emulator/runs/{run_id}").json()["open_streams"])
+
+
+async def _until(condition: Any, timeout: float = 30.0) -> None:
+    """Re-check a condition until it holds (a condition wait, not a timed sleep)."""
+    async with asyncio.timeout(timeout):
+        while not await asyncio.to_thread(condition):
+            await asyncio.sleep(0.05)
+
+
+class CrashOnceStore(SqliteStore):
+    """The real store, whose first read of a task's stored event keys fails (as a corrupt page would)."""
+
+    crashes = 1
+
+    def dedup_keys(self, task_id: str) -> set[str]:
+        if self.crashes > 0:
+            self.crashes -= 1
+            raise RuntimeError("database disk image is malformed (injected)")
+        return super().dedup_keys(task_id)
+
+
+async def test_a_crashed_follower_is_replaced_and_the_run_finishes(
+    tmp_path: Path, recording_emulator: BackgroundEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = CrashOnceStore(tmp_path / "c.db")
+    engine = Engine(fast_settings(tmp_path / "c.db", recording_emulator.url), store=store)
+    await engine.start()
+    try:
+        task = await engine.submit(KEY, body(duration=400))
+        await wait_terminal(engine, [task.id])
+        assert store.crashes == 0
+        assert any("crashed" in r.getMessage() for r in caplog.records)
+        stored = engine.store.get_task(task.id)
+        assert stored is not None and stored.status == TaskStatus.COMPLETED
+        assert_exactly_once(engine, recording_emulator.url, task.id)
+    finally:
+        await engine.stop()
+
+
+async def test_a_local_error_during_create_ends_the_task_rejected(engine: Engine) -> None:
+    """A request that cannot even be sent (a float JSON cannot encode) is rejected, not retried for ever."""
+    # Intake refuses such a request (strict JSON); an older Taskdeck stored some, so it is planted directly.
+    request = {"input": "unsendable", "processor": "lite", "metadata": {"n": float("nan")}}
+    task = new_task(engine.vault.owner(KEY), request, get_processor("lite"))  # type: ignore[arg-type]
+    engine.store.apply([key_record(engine.vault, KEY), InsertTask(task)])
+    await wait_terminal(engine, [task.id])
+    stored = engine.store.get_task(task.id)
+    assert stored is not None and stored.status == TaskStatus.REJECTED, stored
+    assert stored.message is not None and "could not send" in stored.message
+    assert stored.run_id is None
+    assert "taskdeck.retry_scheduled" not in [e.type for e in engine.store.events(task.id)]
+
+
+def test_unknown_events_are_deduplicated_by_their_canonical_json() -> None:
+    def message(data: str) -> SseMessage:
+        return SseMessage("task_run.custom", data, json.loads(data))
+
+    one = message('{"type":"task_run.custom","a":1,"b":[1,2]}')
+    spaced = message('{ "b": [1, 2],  "type": "task_run.custom", "a": 1 }')
+    other = message('{"type":"task_run.custom","a":2,"b":[1,2]}')
+    assert dedup_key(one) == dedup_key(spaced) != dedup_key(other)
+    # Lone surrogates (from escapes) still hash instead of crashing the follower.
+    odd = message('{"type":"task_run.progress_msg.plan","message":"\\ud800","timestamp":"t"}')
+    assert dedup_key(odd).startswith("msg:")
