@@ -145,3 +145,41 @@ def test_sigterm_stops_within_ten_seconds_and_releases_leases(tmp_path: Path, em
         "the emulator to see every stream closed",
     )
     store.close()
+
+
+def test_sigkill_during_bursts_of_creates_leaves_no_billed_run_untracked(tmp_path: Path) -> None:
+    """Five rounds: 200 creates in flight, SIGKILL; every run Parallel created ends up followed, none twice."""
+    db = tmp_path / "taskdeck.db"
+    log = tmp_path / "workers.log"
+    # Half the creates answer 0.3 s late, so each kill finds some in flight; the emulator still
+    # creates (and bills) those runs after the client is gone, as Parallel would.
+    settings = EmulatorSettings(port=0, time_scale=0.005, faults="create:hang=0.3%0.5")
+    store = SqliteStore(db)
+    ids: list[str] = []
+    with BackgroundEmulator(settings) as emu:
+        try:
+            for _ in range(5):
+                burst = enqueue_many(db, 200, duration=100)
+                ids += burst
+                worker = start_worker(db, emu.url, log, TASKDECK_CREATE_TIMEOUT="3")
+                wait_for(
+                    lambda burst=burst: any(t.run_id for t in store.get_tasks(burst)),  # type: ignore[misc]
+                    60,
+                    "the burst's first creates to land",
+                )
+                kill(worker)
+            worker = start_worker(db, emu.url, log, TASKDECK_CREATE_TIMEOUT="3")
+            wait_for(lambda: all(t.status.is_terminal for t in store.get_tasks(ids)), 180, "every run to end")
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=15)
+        tasks = store.get_tasks(ids)
+        run_ids = [t.run_id for t in tasks if t.run_id]
+        stats = httpx.get(f"{emu.url}/_emulator/stats?runs=false").json()
+        created_upstream = httpx.get(f"{emu.url}/_emulator/stats").json()["num_runs"]
+    assert statuses(store, ids) == {"completed": 1000}, log.read_text()[-3000:]
+    assert len(set(run_ids)) == len(run_ids) == 1000  # every task has its own run
+    assert created_upstream == 1000, stats  # and Parallel created no other: nothing billed twice or untracked
+    reconciled = [e for t in ids for e in store.events(t) if e.type == "taskdeck.reconciled"]
+    assert reconciled, "no kill landed during a create; the test proved nothing"
+    store.close()

@@ -25,7 +25,10 @@ __all__ = ["GROUP_METADATA", "OwnerGroups"]
 
 log = logging.getLogger("taskdeck.groups")
 GROUP_METADATA = {"taskdeck": "runs created by Taskdeck"}
+LIST_TIMEOUT = 60.0  # listing a big group's runs takes a while; this is not an idle event stream
+LISTING_KEPT = 120.0  # seconds a listing is kept for others searching the same group
 T = TypeVar("T")
+Listing = tuple[float, list[dict[str, Any]]]  # (when the listing started, the TaskRuns it returned)
 
 
 class OwnerGroups:
@@ -37,6 +40,8 @@ class OwnerGroups:
         self._db = db
         self._cache: dict[str, OwnerGroup] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._listings: dict[tuple[str, str | None], Listing] = {}
+        self._list_locks: dict[tuple[str, str | None], asyncio.Lock] = {}
 
     async def get(self, owner: str, api_key: str) -> OwnerGroup:
         """The owner's group, created upstream first if the owner has none. Raises UpstreamError."""
@@ -57,6 +62,26 @@ class OwnerGroups:
                     log.info("created task group %s for an owner's runs", group_id)
             self._cache[owner] = found
             return found
+
+    async def runs(
+        self, owner: str, api_key: str, taskgroup_id: str, cursor: str | None, *, not_before: float
+    ) -> list[dict[str, Any]]:
+        """The TaskRuns of the group after ``cursor``, listed by a request that started at ``not_before`` or later.
+
+        Searches of one group share listings: after a crash, 200 tasks being reconciled make one
+        request, not 200 (each listing sends every run after the cursor). Raises UpstreamError.
+        """
+        key = (taskgroup_id, cursor)
+        async with self._list_locks.setdefault(key, asyncio.Lock()):
+            now = time.time()
+            for old in [k for k, (at, _) in self._listings.items() if at < now - LISTING_KEPT]:
+                del self._listings[old]
+            cached = self._listings.get(key)
+            if cached is not None and cached[0] >= not_before:
+                return cached[1]
+            runs = await self.upstream.group_runs(owner, api_key, taskgroup_id, cursor, LIST_TIMEOUT)
+            self._listings[key] = (now, runs)
+            return runs
 
     def advanced(self, owner: str, taskgroup_id: str, run_cursor: str | None) -> None:
         """Remember a newer runs cursor (the store is told in the same unit as the run id)."""

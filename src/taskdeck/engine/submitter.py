@@ -167,20 +167,22 @@ class Submitter:
             # Take the budget first, then record the time of sending: a request still in flight after a
             # crash was sent after that time, so it can only land before it plus the create timeout.
             await self.upstream.reserve(owner, creates=True)
+            sent_at = time.time()
             await self._durably(
                 self._patch(
                     status=TaskStatus.SUBMITTING.value,
                     submit_group=group.taskgroup_id,
                     submit_token=token,
                     submit_cursor=group.run_cursor,
-                    submit_started_at=time.time(),
+                    submit_started_at=sent_at,
                 )
             )
             self.status = TaskStatus.SUBMITTING
-            while not self.lease_fresh():
-                # Our lease may have passed to another process (we were stalled); it will reconcile.
-                log.warning("lease of %s not renewed lately; holding its create back", self.task.id)
-                await self._sleep(self.settings.heartbeat_interval)
+            if not self.lease_fresh():
+                # Our lease may have passed to another process (we were stalled); it would reconcile.
+                log.warning("leases not renewed lately; holding the create of %s back until they are", self.task.id)
+                while not self.lease_fresh():
+                    await self._sleep(self.settings.heartbeat_interval)
             try:
                 answer = await self.upstream.add_run(
                     owner,
@@ -203,7 +205,7 @@ class Submitter:
                     await self._reject(err)
                     return None
                 if err.ambiguous:
-                    found = await self._search(group.taskgroup_id, group.run_cursor, token)
+                    found = await self._settle(group, token, sent_at, err)
                     if found is not None:
                         log.info("the failed create of %s had created run %s; adopting it", self.task.id, found)
                         await self._record(found, group.taskgroup_id, None, how="found_after_error")
@@ -212,7 +214,7 @@ class Submitter:
                 continue
             run_ids = answer.get("run_ids")
             if not isinstance(run_ids, list) or not run_ids or not isinstance(run_ids[0], str):
-                found = await self._search(group.taskgroup_id, group.run_cursor, token)
+                found = await self._search(group.taskgroup_id, group.run_cursor, token, not_before=time.time())
                 if found is not None:
                     await self._record(found, group.taskgroup_id, None, how="found_after_error")
                     return found
@@ -242,17 +244,16 @@ class Submitter:
         self.status = TaskStatus.QUEUED
 
     # -- search and reconcile --------------------------------------------------------
-    async def _search(self, group_id: str, cursor: str | None, token: str) -> str | None:
+    async def _search(self, group_id: str, cursor: str | None, token: str, *, not_before: float) -> str | None:
         """The id of the run tagged ``token`` in the group (after ``cursor``), or None when there is none.
 
-        Keeps asking until Parallel answers (a create is never repeated without knowing); raises
-        UpstreamError when it refuses to list the group (401, 403, 404) or the request cannot be made.
+        Only a listing that started at ``not_before`` or later counts (one started earlier may predate
+        the create). Keeps asking until Parallel answers (a create is never repeated without knowing);
+        raises UpstreamError when it refuses to list the group (401, 403, 404) or cannot be asked.
         """
         while True:
             try:
-                runs = await self.upstream.group_runs(
-                    self.task.owner, self.api_key, group_id, cursor, self.settings.stream_read_timeout
-                )
+                runs = await self.groups.runs(self.task.owner, self.api_key, group_id, cursor, not_before=not_before)
                 break
             except UpstreamError as err:
                 if not err.retryable:
@@ -266,6 +267,21 @@ class Submitter:
             await self.writer.put(self._note("duplicate_runs", run_ids=matches), owner=self.task.owner)
         return matches[0] if matches else None
 
+    async def _settle(self, group: OwnerGroup, token: str, sent_at: float, err: UpstreamError) -> str | None:
+        """After a create that failed ambiguously: the run it created after all, or None when it created none.
+
+        A server that answered (500, 502, 503) is looked at once, now. A request that got no answer
+        (a timeout, a dropped connection, 408, 504) may still be processed: it is looked for only once
+        it can no longer land, so that sending the create again never makes a second run.
+        """
+        unanswered = err.status is None or err.status in (408, 504)
+        not_before = sent_at + 2 * self.settings.create_timeout if unanswered else time.time()
+        if unanswered:
+            wait = not_before - time.time()
+            log.info("create of %s got no answer (%s); looking for its run in %.1f s", self.task.id, err, wait)
+            await self._sleep(wait)
+        return await self._search(group.taskgroup_id, group.run_cursor, token, not_before=not_before)
+
     async def reconcile(self) -> str | None:
         """Settle a task found ``submitting`` (its holder died mid-create): adopt its run or create it."""
         t = self.task
@@ -277,9 +293,10 @@ class Submitter:
         # for Parallel's own processing) before concluding that nothing was created.
         settled_at = sent + 2 * self.settings.create_timeout
         log.info("reconciling %s: looking for its run in task group %s", t.id, t.submit_group)
+        not_before = 0.0  # any listing shows a run that was created already
         while True:
             try:
-                found = await self._search(t.submit_group, t.submit_cursor, t.submit_token)
+                found = await self._search(t.submit_group, t.submit_cursor, t.submit_token, not_before=not_before)
             except UpstreamError as err:
                 message = (
                     f"Taskdeck stopped while creating this run and could not check whether Parallel created it "
@@ -293,11 +310,14 @@ class Submitter:
                 await self.writer.put(self._note("reconciled", outcome="adopted", run_id=found), owner=t.owner)
                 await self._record(found, t.submit_group, None, how="reconciled")
                 return found
-            wait = settled_at - time.time()
-            if wait <= 0:
+            if not_before >= settled_at:
                 break
-            log.info("reconciling %s: no run yet; checking again in %.1f s", t.id, wait)
-            await self._sleep(wait)
+            wait = settled_at - time.time()
+            if wait > 0:
+                log.info("reconciling %s: no run yet; checking again in %.1f s", t.id, wait)
+                await self._sleep(wait)
+            # The deciding look must start after any create still in flight can have landed.
+            not_before = settled_at
         log.info("reconciled %s: no run was created before the crash; creating it now", t.id)
         await self.writer.put(self._note("reconciled", outcome="not_created"), owner=t.owner)
         group = OwnerGroup(t.owner, t.submit_group, t.submit_cursor)
