@@ -104,9 +104,14 @@ async def test_tracking_a_run_that_already_ended(engine: Engine, recording_emula
     url = recording_emulator.url
     created = httpx.post(f"{url}/v1/tasks/runs", json=body(processor="lite", duration=20), headers={"x-api-key": KEY})
     run_id = created.json()["run_id"]
-    with httpx.Client(base_url=url, headers={"x-api-key": KEY}) as client:
-        result = client.get(f"/v1/tasks/runs/{run_id}/result", params={"timeout": 60}, timeout=90)
-        assert result.status_code == 200  # the run is over before Taskdeck hears of it
+    result = await asyncio.to_thread(
+        httpx.get,
+        f"{url}/v1/tasks/runs/{run_id}/result",
+        params={"timeout": 60},
+        headers={"x-api-key": KEY},
+        timeout=90,
+    )
+    assert result.status_code == 200  # the run is over before Taskdeck hears of it
     task = await engine.track(KEY, run_id)
     await wait_terminal(engine, [task.id])
     stored = engine.store.get_task(task.id)
@@ -151,7 +156,8 @@ def _open_streams(url: str, run_id: str | None) -> int:
 async def _until(condition: Any, timeout: float = 30.0) -> None:
     """Re-check a condition until it holds (a condition wait, not a timed sleep)."""
     async with asyncio.timeout(timeout):
-        while not await asyncio.to_thread(condition):
+        # Polls state outside this loop (the database, the emulator), which no event announces.
+        while not await asyncio.to_thread(condition):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 
