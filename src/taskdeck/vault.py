@@ -53,7 +53,7 @@ class KeyVault:
         if secret:
             return cls(secret)
         path = db_path.parent / SECRET_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:

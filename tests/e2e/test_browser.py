@@ -2,54 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from browser_helpers import KEY, shot, start_server
+from playwright.sync_api import Browser, expect
 
-from taskdeck.config import Settings
-from taskdeck.emulator import BackgroundEmulator, EmulatorSettings
-from taskdeck.emulator.server import BackgroundServer
-from taskdeck.web import create_app
-from taskdeck.web.app import begin_shutdown
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-KEY = "browser-test-key-4321"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[BackgroundEmulator]:
-    with BackgroundEmulator(EmulatorSettings(port=0, time_scale=0.01)) as emu:
-        yield emu
-
-
-def start_server(db: Path, emu: BackgroundEmulator) -> BackgroundServer:
-    settings = Settings(
-        db_path=db, parallel_base_url=emu.url, secret_key="e2e-secret", heartbeat_interval=1, lease_ttl=3
-    )
-    app = create_app(settings, demo=True)
-    return BackgroundServer(app, before_shutdown=lambda: begin_shutdown(app)).start()
-
-
-def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+from taskdeck.emulator import BackgroundEmulator
 
 
 def test_submit_watch_live_restart_and_come_back(

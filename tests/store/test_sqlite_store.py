@@ -215,3 +215,18 @@ def test_vault_secret_file_is_private_and_stable(tmp_path: Path) -> None:
     assert again.owner("pk-live-1234") == vault.owner("pk-live-1234") != vault.owner("other")
     assert "pk-live" not in vault.owner("pk-live-1234")
     assert KeyVault("different").owner("pk-live-1234") != vault.owner("pk-live-1234")
+
+
+def test_database_files_are_private(tmp_path: Path) -> None:
+    folder = tmp_path / "fresh" / "data"
+    store = SqliteStore(folder / "t.db")
+    store.apply([PutKey("o1", b"cipher", "x", 1.0)])  # a write: the WAL and shared-memory files exist now
+    for name in ("t.db", "t.db-wal", "t.db-shm"):
+        assert stat.S_IMODE(os.stat(folder / name).st_mode) == 0o600, name
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    store.close()
+    old = tmp_path / "old.db"
+    old.touch(mode=0o644)
+    os.chmod(old, 0o644)
+    SqliteStore(old).close()
+    assert stat.S_IMODE(os.stat(old).st_mode) == 0o600  # an existing, too-open file is tightened

@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -234,3 +234,17 @@ def test_keys_that_cannot_be_keys_answer_401_not_502(web: Web, key: bytes) -> No
             answer += chunk
     status = int(answer.split(b" ", 2)[1])
     assert status in (400, 401), answer[:300]
+
+
+def test_a_daily_budget_refuses_runs_beyond_it_with_402(make_web: Callable[..., Web]) -> None:
+    web = make_web(daily_budget_usd=0.25)
+    with web.client("budget-key") as client:
+        for _ in range(2):
+            assert client.post("/api/tasks", json={"input": "x", "processor": "pro"}).status_code == 201  # $0.10
+        resp = client.post("/api/tasks", json={"input": "x", "processor": "pro"})
+        assert resp.status_code == 402
+        message = resp.json()["error"]["message"]
+        assert "Daily budget" in message and "$0.200" in message and "00:00 UTC" in message
+        assert client.post("/api/tasks", json={"input": "x", "processor": "lite"}).status_code == 201  # $0.005 fits
+    with web.client("another-budget-key") as other:  # the budget is per key
+        assert other.post("/api/tasks", json={"input": "x", "processor": "pro"}).status_code == 201

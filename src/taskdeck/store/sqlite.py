@@ -10,6 +10,7 @@ last ones.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -40,6 +41,25 @@ TASK_COLUMNS = (
     "lease_owner lease_expires submit_group submit_token submit_cursor submit_started_at"
 ).split()
 FOLLOWED = tuple(s.value for s in TaskStatus if s.is_followed)
+
+
+def _tighten(path: Path) -> None:
+    """Make a file of ours readable by its owner only (it holds encrypted keys and people's data)."""
+    try:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except FileNotFoundError:
+        pass
+
+
+def _private_file(path: Path) -> None:
+    """Create the database's folder (0700) and file (0600) if missing; tighten an existing file."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        _tighten(path)
 
 
 def migration_files() -> list[tuple[int, str]]:
@@ -83,11 +103,14 @@ class SqliteStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(self.path)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self.migrate()
+        # SQLite gives the WAL and shared-memory files the database file's mode; older files may predate that.
+        for suffix in ("-wal", "-shm"):
+            _tighten(Path(f"{self.path}{suffix}"))
 
     # -- connections -------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:

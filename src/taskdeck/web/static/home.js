@@ -107,6 +107,17 @@ function buildRequest() {
   return body;
 }
 
+// Runs of $1 or more are confirmed first, showing what they cost.
+function confirmCost(price) {
+  const dialog = document.getElementById("confirm-cost");
+  document.getElementById("confirm-cost-amount").textContent = `$${price.toFixed(2)}`;
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "run"), { once: true });
+    dialog.showModal();
+    document.getElementById("confirm-cost-run").focus();
+  });
+}
+
 document.addEventListener("DOMContentLoaded", async () => {
   updateCost();
   document.getElementById("processor").addEventListener("change", updateCost);
@@ -152,6 +163,8 @@ document.addEventListener("DOMContentLoaded", async () => {
     if (!checkSchema()) return;
     let body;
     try { body = buildRequest(); } catch (err) { error.textContent = `Not valid JSON: ${err.message}`; return; }
+    const price = Number(document.getElementById("processor").selectedOptions[0].dataset.price);
+    if (price >= 1 && !(await confirmCost(price))) return;
     try {
       const created = await api("POST", "/api/tasks", body);
       location.href = `/task/${created.task.id}`;
