@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
 
-.PHONY: install browser demo emulator test lint typecheck unit bench clean
+.PHONY: install browser demo emulator test lint typecheck unit test-under-load bench clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ unit: install browser
 	$(BIN)/pytest
 
 test: lint typecheck unit  ## install, then lint, type-check and run the whole test suite
+
+test-under-load: install browser  ## the suite three times in a row while two busy processes load both cores
+	tests/under_load.sh 3
 
 bench: install  ## benchmarks: print a table, write bench/results/*.json
 	$(BIN)/python -m bench
