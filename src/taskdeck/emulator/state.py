@@ -128,6 +128,8 @@ class EmulatorState:
         if self.settings.record_sent:
             run.sent = {}
         self.runs[run.run_id] = run
+        # Counted here, the one place every run is born, so standalone and group runs both count.
+        self.metrics.key(key).runs += 1
         self.webhooks.schedule(run)
         return run
 
