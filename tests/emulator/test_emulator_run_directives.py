@@ -37,17 +37,18 @@ def not_found_shape(resp: httpx.Response) -> tuple[int, str, Any]:
 
 
 def test_vanish_closes_the_open_stream_then_every_request_answers_like_an_unknown_id(make_emulator: Any) -> None:
-    # 0.01: the run would last 20 s real and a stream 1000 s; it vanishes after 1.5 s.
+    # 0.01: the run would last 40 s real and a stream 1000 s; it vanishes after 3 s (time
+    # enough to connect first even on a loaded machine).
     emu = make_emulator(time_scale=0.01, stream_lifetime=100_000)
     before_create = time.monotonic()
-    run = create_ok(emu, {"input": "x", "processor": "pro", "metadata": {"emulator": "duration=2000;vanish=150"}})
+    run = create_ok(emu, {"input": "x", "processor": "pro", "metadata": {"emulator": "duration=4000;vanish=300"}})
     run_id = run["run_id"]
 
     read = read_sse(f"{emu.url}{RUNS}/{run_id}/events")
     closed_after = time.monotonic() - before_create
     # The server ended the body cleanly at the vanish instant, long before the run's end.
     assert read.status == 200 and not read.cut
-    assert 1.5 <= closed_after < 15
+    assert 3.0 <= closed_after < 30
     events = [e.json for e in read.events]
     assert events[0]["type"] == "task_run.state"
     assert any(e["type"].startswith("task_run.progress_msg.") for e in events)
@@ -78,7 +79,7 @@ def test_vanish_answers_a_waiting_result_and_the_group_run_with_404(make_emulato
     gid = httpx.post(emu.url + GROUPS, json={}, headers=KEY).json()["taskgroup_id"]
     inputs = [
         {"input": "kept", "processor": "lite", "metadata": {"emulator": "duration=10"}},
-        {"input": "lost", "processor": "lite", "metadata": {"emulator": "duration=100000;vanish=100"}},
+        {"input": "lost", "processor": "lite", "metadata": {"emulator": "duration=100000;vanish=200"}},
     ]
     added = httpx.post(f"{emu.url}{GROUPS}/{gid}/runs", json={"inputs": inputs}, headers=KEY)
     assert added.status_code == 200, added.text
