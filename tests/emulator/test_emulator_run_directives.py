@@ -106,9 +106,9 @@ def test_a_run_that_vanishes_before_its_end_sends_no_webhook(make_emulator: Any)
     control_seen = threading.Event()
 
     async def hook(request: Request) -> Response:
-        run_id = (await request.json())["data"]["run_id"]
-        received.append(run_id)
-        if run_id == control:
+        run = (await request.json())["data"]
+        received.append(run["metadata"]["name"])
+        if run["metadata"]["name"] == "control":
             control_seen.set()
         return Response(status_code=204)
 
@@ -116,14 +116,12 @@ def test_a_run_that_vanishes_before_its_end_sends_no_webhook(make_emulator: Any)
     with BackgroundServer(app) as hook_server:
         emu = make_emulator(time_scale=0.01)
         webhook = {"url": f"{hook_server.url}/hook"}
-        # The lost run would end (and be delivered) about 1.5 s before the control run.
-        create_ok(emu, {"input": "lost", "processor": "lite", "webhook": webhook,
-                        "metadata": {"emulator": "duration=50;vanish=20"}})  # fmt: skip
-        control = create_ok(
-            emu, {"input": "kept", "processor": "lite", "webhook": webhook, "metadata": {"emulator": "duration=200"}}
-        )["run_id"]
+        # The lost run would end (and be delivered) 1.5 s before the control run.
+        for name, directives in (("lost", "duration=50;vanish=20"), ("control", "duration=200")):
+            metadata = {"name": name, "emulator": directives}
+            create_ok(emu, {"input": name, "processor": "lite", "webhook": webhook, "metadata": metadata})
         assert control_seen.wait(timeout=30)
-    assert received == [control]
+    assert received == ["control"]
 
 
 def test_nooutput_state_events_carry_no_output_but_result_has_it(emulator: BackgroundEmulator) -> None:
