@@ -30,7 +30,9 @@ def events_url(emu: BackgroundEmulator, run_id: str) -> str:
 
 
 def test_drop_cuts_the_body_mid_event_after_n_bytes(emulator: BackgroundEmulator) -> None:
-    run_id = create(emulator)
+    # A long run: a run already over (a loaded machine connecting late) would lead with a
+    # state carrying the output, longer than the 700 bytes before the cut.
+    run_id = create(emulator, duration=5000)
     read = read_sse(events_url(emulator, run_id), headers={"x-emulator": "drop=700"})
     assert read.cut
     assert len(read.raw) == 700

@@ -30,13 +30,27 @@ MODES: dict[str, Any] = {
 
 
 async def follow(client: AsyncParallel, run_id: str) -> list[Any]:
-    """Follow a run's stream to its terminal state, reconnecting when the server closes it."""
+    """Follow a run's stream to its terminal state, reconnecting when the server closes it.
+
+    A connection to a run that has already ended (a short run under CPU load can end before
+    the stream is opened) starts with that terminal state, then replays the history and the
+    final state (contract §8). So a terminal state leading a connection means "read on to the
+    end of this connection"; any later terminal state is the end of the run.
+    """
     events: list[Any] = []
     while True:
         stream = await client.task_run.events(run_id)
-        async for event in stream:
-            events.append(event)
-            if event.type == "task_run.state" and not event.run.is_active:
+        async with stream:  # closes the response when we return mid-stream
+            leading = True
+            ended_before_connect = False
+            async for event in stream:
+                events.append(event)
+                if event.type == "task_run.state" and not event.run.is_active:
+                    if not leading:
+                        return events
+                    ended_before_connect = True
+                leading = False
+            if ended_before_connect:
                 return events
 
 

@@ -75,3 +75,16 @@ def test_one_connect_fault_per_request_and_the_others_keep_their_counts() -> Non
     assert d.take("create", rng) == {"error": 503}
     assert d.take("create", rng) == {"ratelimit": 1}
     assert d.take("create", rng) == {}
+
+
+def test_vanish_and_nooutput_are_run_level_directives() -> None:
+    d = parse_directives("vanish=30;nooutput")
+    assert d.value("vanish") == 30 and d.flag("nooutput")
+    assert d.take("events", random.Random(0)) == {} and d.take("get", random.Random(0)) == {}
+    for text in ("vanish=1", "nooutput"):
+        with pytest.raises(DirectiveError, match="shapes a run"):
+            parse_directives(text, allow_run_only=False)
+    with pytest.raises(DirectiveError, match="needs a value"):
+        parse_directives("vanish")
+    with pytest.raises(DirectiveError, match="takes no value"):
+        parse_directives("nooutput=1")

@@ -183,10 +183,13 @@ def _rate_limit(state: EmulatorState, key: str) -> None:
         )
 
 
+RUN_NOT_FOUND = "Run id not found"
+
+
 def _lookup_run(request: Request, key: str) -> Run:
     run = _state(request).lookup_run(key, request.path_params["run_id"])
     if run is None:
-        raise Refused(error_response(404, "Run id not found"))
+        raise Refused(error_response(404, RUN_NOT_FOUND))
     return run
 
 
@@ -298,6 +301,9 @@ async def run_result(request: Request) -> Response:
     while True:
         now = time.monotonic()
         elapsed = run.elapsed(now)
+        if run.vanished(elapsed):
+            # Forgotten while this long-poll waited: answer as if the id had never existed.
+            return error_response(404, RUN_NOT_FOUND)
         if run.is_done(elapsed):
             if run.fails:
                 message = run.wire(elapsed)["error"]["message"]
@@ -305,7 +311,7 @@ async def run_result(request: Request) -> Response:
             return JSONResponse(run.result(elapsed))
         if now >= give_up:
             return error_response(408, "Request timed out; run still active")
-        await asyncio.sleep(min(give_up, run.created_mono + run.ends_at) - now)
+        await asyncio.sleep(min(give_up, run.created_mono + run.ends_at, run.vanishes_mono) - now)
 
 
 @endpoint("run_events")
@@ -490,18 +496,23 @@ async def emulator_stats(request: Request) -> Response:
 
 
 async def emulator_run(request: Request) -> Response:
-    """GET /_emulator/runs/{run_id}: stream counters and the run's full planned timeline."""
+    """GET /_emulator/runs/{run_id}: stream counters and the run's full planned timeline.
+
+    Vanished runs are still shown here (with ``vanished: true``): introspection sees everything.
+    """
     state = _state(request)
     run = state.runs.get(request.path_params["run_id"])
     if run is None:
-        return error_response(404, "Run id not found")
+        return error_response(404, RUN_NOT_FOUND)
     sm = state.metrics.runs.get(run.run_id) or StreamMetrics()
+    elapsed = run.elapsed()
     return JSONResponse(
         {
             **sm.to_json(),
             "run_id": run.run_id,
             "key_label": key_label(run.key),
-            "status": run.status_at(run.elapsed()),
+            "status": run.status_at(elapsed),
+            "vanished": run.vanished(elapsed),
             "ends_in_seconds": round(run.created_mono + run.ends_at - time.monotonic(), 3),
             "duration_seconds": round(run.ends_at / state.settings.time_scale, 3),
             "events_enabled": run.events_enabled,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 from typing import Any
+from urllib.parse import unquote
 
 __all__ = [
     "XSS_TEXT",
@@ -19,6 +20,7 @@ __all__ = [
     "json_output",
     "make_rng",
     "progress_message",
+    "resolve_local_ref",
     "source_urls",
     "text_output",
 ]
@@ -129,46 +131,189 @@ def _string_for(name: str, description: str, subject: str, rng: random.Random) -
     return f"{label[:60].rstrip('.')} for {subject}: {rng.choice(_WORDS)} {rng.choice(_WORDS)} noted in recent sources."
 
 
-def _value(schema: Any, name: str, subject: str, rng: random.Random, xss: bool, depth: int = 0) -> Any:
-    """A value that validates against ``schema`` (the subset Parallel supports)."""
+# -- JSON values from a user's schema ---------------------------------------------
+#
+# Schemas may use ``$ref``. Only local references (``#`` and ``#/json/pointer``, so
+# ``#/$defs/...`` and ``#/definitions/...``) are resolved, against the root schema;
+# anything else (``http:``, ``file:``, a relative URI, an ``$anchor`` name) is never
+# fetched or read: it is a user-controlled address, and the emulator must not become
+# a way to make requests or read files. Such a reference constrains nothing.
+#
+# References may be recursive (``{"$ref": "#"}``, a tree of ``$defs/node``). Three
+# bounds keep generation finite and small: past MAX_REF_DEPTH references along one
+# path, values shrink to the least that validates (null where allowed, empty arrays,
+# objects with only their required properties); past REF_GIVE_UP along one path, or
+# once MAX_REF_EXPANSIONS references were followed in the whole output, a reference
+# gives its cheapest value without following it further.
+
+MAX_REF_DEPTH = 3
+REF_GIVE_UP = 8
+MAX_REF_EXPANSIONS = 200
+_UNCONSTRAINED: dict[str, Any] = {}
+
+
+def resolve_local_ref(root: Any, ref: str) -> Any:
+    """The subschema a local ``$ref`` names inside ``root``, or None when it is not local or names nothing.
+
+    ``#`` is the root itself; ``#/a/b`` is a JSON pointer (percent-decoded, then ``~1``
+    and ``~0`` unescaped). Nothing outside ``root`` is ever consulted.
+    """
+    if ref == "#":
+        return root
+    if not ref.startswith("#/"):
+        return None
+    node = root
+    for raw in ref[2:].split("/"):
+        part = unquote(raw).replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def _merge_all_of(schema: dict[str, Any], parts: list[Any]) -> dict[str, Any]:
+    """One schema from an ``allOf`` and its siblings: properties and required are united, other keys overlaid."""
+    merged: dict[str, Any] = {}
+    for part in [*parts, {k: v for k, v in schema.items() if k != "allOf"}]:
+        if not isinstance(part, dict):
+            continue
+        for key, val in part.items():
+            if key == "properties" and isinstance(val, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **val}
+            elif key == "required" and isinstance(val, list) and isinstance(merged.get(key), list):
+                merged[key] = [*merged[key], *(r for r in val if r not in merged[key])]
+            else:
+                merged[key] = val
+    return merged
+
+
+def _cheapest(schema: Any) -> Any:
+    """The least value for ``schema`` without following any reference: null, [], {}, "", 0 or false."""
     if not isinstance(schema, dict):
-        return f"{name} for {subject}"
-    if "enum" in schema and isinstance(schema["enum"], list) and schema["enum"]:
-        return rng.choice(schema["enum"])
+        return None
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
     if "const" in schema:
         return schema["const"]
     for key in ("anyOf", "oneOf"):
-        if isinstance(schema.get(key), list) and schema[key]:
-            options = [s for s in schema[key] if not (isinstance(s, dict) and s.get("type") == "null")]
-            if not options:
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            if any(isinstance(o, dict) and o.get("type") == "null" for o in options):
                 return None
-            return _value(rng.choice(options), name, subject, rng, xss, depth)
+            plain = [o for o in options if isinstance(o, dict) and "$ref" not in o]
+            return _cheapest(plain[0]) if plain else None
     kind = schema.get("type", "string")
     if isinstance(kind, list):
-        non_null = [k for k in kind if k != "null"]
-        if not non_null or ("null" in kind and rng.random() < 0.1):
+        kind = "null" if "null" in kind or not kind else kind[0]
+    return {"array": [], "object": {}, "string": "", "integer": 0, "number": 0, "boolean": False}.get(kind)
+
+
+class _JsonValues:
+    """Generates values for one output: the root schema (for ``$ref``) and the reference budget."""
+
+    def __init__(self, root: Any, subject: str, rng: random.Random, xss: bool) -> None:
+        self.root = root
+        self.subject = subject
+        self.rng = rng
+        self.xss = xss
+        self.expansions = 0
+
+    def _deref(self, schema: Any, refs: int) -> tuple[Any, int, bool]:
+        """Follow ``$ref``/``allOf`` at the top of ``schema``: (schema, refs followed, gave up)."""
+        while isinstance(schema, dict):
+            if isinstance(schema.get("allOf"), list) and "$ref" not in schema:
+                parts = []
+                for part in schema["allOf"]:
+                    part, refs, gave_up = self._deref(part, refs)
+                    if gave_up:
+                        return part, refs, True
+                    parts.append(part)
+                schema = _merge_all_of(schema, parts)
+                continue
+            if "$ref" not in schema:
+                break
+            ref = schema["$ref"]
+            rest = {k: v for k, v in schema.items() if k != "$ref"}
+            target = resolve_local_ref(self.root, ref) if isinstance(ref, str) else None
+            if not isinstance(target, dict):
+                # Remote, relative, dangling or a boolean schema: never fetched, no constraint.
+                schema = rest or _UNCONSTRAINED
+                break
+            if refs + 1 > REF_GIVE_UP or self.expansions >= MAX_REF_EXPANSIONS:
+                return {**target, **rest}, refs, True
+            refs += 1
+            self.expansions += 1
+            # Siblings of $ref apply too (2020-12); overlaying them keeps e.g. a field's description.
+            schema = {**target, **rest}
+        return schema, refs, False
+
+    def value(self, schema: Any, name: str, depth: int = 0, refs: int = 0) -> Any:
+        """A value that validates against ``schema`` (the subset Parallel supports, plus local refs)."""
+        schema, refs, gave_up = self._deref(schema, refs)
+        if gave_up:
+            return _cheapest(schema)
+        rng = self.rng
+        if not isinstance(schema, dict):
+            return f"{name} for {self.subject}"
+        if "enum" in schema and isinstance(schema["enum"], list) and schema["enum"]:
+            return rng.choice(schema["enum"])
+        if "const" in schema:
+            return schema["const"]
+        # Deep in a recursive structure: the least value that validates, so the output stays finite.
+        minimal = refs >= MAX_REF_DEPTH
+        for key in ("anyOf", "oneOf"):
+            if isinstance(schema.get(key), list) and schema[key]:
+                options = [s for s in schema[key] if not (isinstance(s, dict) and s.get("type") == "null")]
+                if not options or (minimal and len(options) < len(schema[key])):
+                    return None
+                if minimal:
+                    plain = [o for o in options if not (isinstance(o, dict) and "$ref" in o)]
+                    return self.value((plain or options)[0], name, depth, refs)
+                return self.value(rng.choice(options), name, depth, refs)
+        kind = schema.get("type", "string")
+        if isinstance(kind, list):
+            non_null = [k for k in kind if k != "null"]
+            if minimal:
+                if "null" in kind or not non_null:
+                    return None
+                # An empty array or a scalar ends the recursion; an object may not.
+                kind = min(non_null, key=lambda k: (k != "array", k == "object"))
+            else:
+                if not non_null or ("null" in kind and rng.random() < 0.1):
+                    return None
+                kind = rng.choice(non_null)
+        description = schema.get("description", "") if isinstance(schema.get("description"), str) else ""
+        if kind == "null":
             return None
-        kind = rng.choice(non_null)
-    description = schema.get("description", "") if isinstance(schema.get("description"), str) else ""
-    if kind == "object":
-        props_raw = schema.get("properties")
-        props: dict[str, Any] = props_raw if isinstance(props_raw, dict) else {}
-        return {k: _value(v, k, subject, rng, xss, depth + 1) for k, v in props.items()}
-    if kind == "array":
-        count = rng.randint(1, 3) if depth < 6 else 0
-        return [
-            _value(schema.get("items", {"type": "string"}), name, subject, rng, xss, depth + 1) for _ in range(count)
-        ]
-    if kind == "integer":
-        if "year" in name.lower() or "year" in description.lower():
-            return rng.randint(1990, 2025)
-        return rng.randint(1, 10_000)
-    if kind == "number":
-        return round(rng.uniform(0, 10_000), 2)
-    if kind == "boolean":
-        return rng.random() < 0.5
-    text = _string_for(name, description, subject, rng)
-    return XSS_TEXT + text if xss else text
+        if kind == "object":
+            props_raw = schema.get("properties")
+            props: dict[str, Any] = props_raw if isinstance(props_raw, dict) else {}
+            if minimal:
+                required = schema.get("required")
+                wanted = set(required) if isinstance(required, list) else set()
+                props = {k: v for k, v in props.items() if k in wanted}
+            return {k: self.value(v, k, depth + 1, refs) for k, v in props.items()}
+        if kind == "array":
+            count = rng.randint(1, 3) if depth < 6 and not minimal else 0
+            return [self.value(schema.get("items", {"type": "string"}), name, depth + 1, refs) for _ in range(count)]
+        if kind == "integer":
+            if "year" in name.lower() or "year" in description.lower():
+                return rng.randint(1990, 2025)
+            return rng.randint(1, 10_000)
+        if kind == "number":
+            return round(rng.uniform(0, 10_000), 2)
+        if kind == "boolean":
+            return rng.random() < 0.5
+        text = _string_for(name, description, self.subject, rng)
+        return XSS_TEXT + text if self.xss else text
+
+
+def _value(schema: Any, name: str, subject: str, rng: random.Random, xss: bool) -> Any:
+    """A value that validates against ``schema``, which is also the root its local ``$ref``s resolve in."""
+    return _JsonValues(schema, subject, rng, xss).value(schema, name)
 
 
 def json_output(

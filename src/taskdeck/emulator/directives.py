@@ -10,6 +10,11 @@ Names (see docs/emulator.md for the full table):
 ``fail``       the run fails (run-level only)
 ``duration=S`` the run lasts S seconds before time scaling (run-level only)
 ``xss``        messages and outputs carry ``<script>``/``javascript:`` payloads
+``vanish=S``   the run is forgotten S seconds (before time scaling) after its creation:
+               every request about it then answers 404 as for an unknown id, and an
+               open event stream is closed at that instant (run-level only)
+``nooutput``   the run's ``task_run.state`` events carry ``"output": null`` even when
+               completed; ``/result`` still has the output (run-level only)
 ``drop=N``     cut an event stream after N body bytes, mid-event
 ``error=C``    answer with status C (500, 502, 503) instead of serving
 ``ratelimit=S`` answer 429 with ``Retry-After: S``
@@ -47,9 +52,17 @@ __all__ = [
 TARGETS = ("events", "create", "get", "any")
 STREAM_FAULTS = frozenset({"drop", "hang", "malformed", "unknown", "keepalive", "crlf"})
 CONNECT_FAULTS = frozenset({"error", "ratelimit"})
-RUN_ONLY = frozenset({"fail", "duration", "xss"})
-_NEEDS_VALUE = {"drop": int, "error": int, "ratelimit": float, "hang": float, "keepalive": float, "duration": float}
-_FLAGS = frozenset({"fail", "xss", "malformed", "unknown", "crlf"})
+RUN_ONLY = frozenset({"fail", "duration", "xss", "vanish", "nooutput"})
+_NEEDS_VALUE = {
+    "drop": int,
+    "error": int,
+    "ratelimit": float,
+    "hang": float,
+    "keepalive": float,
+    "duration": float,
+    "vanish": float,
+}
+_FLAGS = frozenset({"fail", "xss", "nooutput", "malformed", "unknown", "crlf"})
 
 
 class DirectiveError(ValueError):

@@ -52,7 +52,8 @@ class KeyMetrics:
     """Requests made with one key, and the busiest minute seen."""
 
     requests: int = 0
-    creates: int = 0
+    creates: int = 0  # run-creating requests that passed the rate limit (a group's add-runs counts once)
+    runs: int = 0  # runs created (a group's add-runs counts one per input)
     by_route: Counter[str] = field(default_factory=Counter)
     by_status: Counter[int] = field(default_factory=Counter)
     _window: deque[float] = field(default_factory=deque)
@@ -70,6 +71,7 @@ class KeyMetrics:
         return {
             "requests": self.requests,
             "creates": self.creates,
+            "runs": self.runs,
             "max_requests_per_minute": self.max_per_minute,
             "by_route": dict(self.by_route),
             "by_status": {str(k): v for k, v in self.by_status.items()},

@@ -4,10 +4,13 @@ A run is planned in full when it is created: when it starts running, when it
 ends, how it ends, and every progress message and stats snapshot with its offset
 from creation. Its state at any moment is then a pure function of the clock, so
 the emulator needs no timer per run and every connection sees the same history.
+The same holds for the ``vanish`` directive: the instant a run is forgotten is
+planned too, and every request compares the clock with it.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -91,6 +94,10 @@ class Run:
     directives: Directives
     seed_parts: tuple[object, ...]
     taskgroup_id: str | None = None
+    # Offset (real seconds, already scaled) at which the run is forgotten (``vanish``), if ever.
+    vanishes_at: float | None = None
+    # ``nooutput``: state events never carry the output, so a client has to ask /result for it.
+    no_output: bool = False
     sent: dict[tuple[str, str], None] | None = None  # distinct (type, data) sent, when recording
     error_ref: str = field(default_factory=lambda: str(uuid.uuid4()))
     _output: dict[str, Any] | None = None
@@ -106,6 +113,15 @@ class Run:
 
     def is_done(self, elapsed: float) -> bool:
         return elapsed >= self.ends_at
+
+    def vanished(self, elapsed: float) -> bool:
+        """True once the run is forgotten (``vanish``): from then on it is 'not found' everywhere."""
+        return self.vanishes_at is not None and elapsed >= self.vanishes_at
+
+    @property
+    def vanishes_mono(self) -> float:
+        """The monotonic instant the run is forgotten (infinity when it never is)."""
+        return math.inf if self.vanishes_at is None else self.created_mono + self.vanishes_at
 
     def _modified(self, elapsed: float) -> str:
         if elapsed >= self.ends_at:
@@ -195,9 +211,9 @@ class Run:
     def state_event(
         self, elapsed: float, *, event_id: str | None = None, with_input: bool = False, with_output: bool = True
     ) -> dict[str, Any]:
-        """A ``task_run.state`` event; output only when completed (and wanted)."""
+        """A ``task_run.state`` event; output only when completed (and wanted, and not ``nooutput``)."""
         run = self.wire(elapsed)
-        out = self.output() if with_output and run["status"] == "completed" else None
+        out = self.output() if with_output and not self.no_output and run["status"] == "completed" else None
         return {
             "type": "task_run.state",
             "event_id": event_id,
@@ -241,6 +257,7 @@ def plan_run(
     ends_at = duration * time_scale
     running_at = min(rng.uniform(0.5, 3.0) * time_scale, ends_at * 0.1)
     fails = directives.flag("fail") or _input_asks_to_fail(request.get("input"))
+    vanish = directives.value("vanish")
     enable = request.get("enable_events")
     events_enabled = processor.events_by_default if enable is None else bool(enable)
 
@@ -268,6 +285,8 @@ def plan_run(
         directives=directives,
         seed_parts=seed_parts,
         taskgroup_id=taskgroup_id,
+        vanishes_at=None if vanish is None else vanish * time_scale,
+        no_output=directives.flag("nooutput"),
     )
 
 

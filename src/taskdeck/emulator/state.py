@@ -100,9 +100,15 @@ class EmulatorState:
 
     # -- runs ------------------------------------------------------------------
     def lookup_run(self, key: str, run_id: str) -> Run | None:
-        """The run, when it exists and belongs to ``key`` (another key's run is 'not found')."""
+        """The run, when it exists, belongs to ``key`` and has not vanished; else None ('not found').
+
+        Another key's run and a vanished run are answered exactly like an unknown id, so a
+        client cannot tell them apart. Vanished runs stay in ``runs`` for introspection.
+        """
         run = self.runs.get(run_id)
-        return run if run is not None and run.key == key else None
+        if run is None or run.key != key or run.vanished(run.elapsed()):
+            return None
+        return run
 
     def create_run(
         self,
@@ -128,6 +134,8 @@ class EmulatorState:
         if self.settings.record_sent:
             run.sent = {}
         self.runs[run.run_id] = run
+        # Counted here, the one place every run is born, so standalone and group runs both count.
+        self.metrics.key(key).runs += 1
         self.webhooks.schedule(run)
         return run
 

@@ -8,6 +8,10 @@ completed) or closes when its lifetime is over. A connection to a run that has
 already ended sends the leading state (with output), the history, the final
 stats and the final state again, then closes; clients de-duplicate state events
 by (status, modified_at).
+
+A run that vanishes (``vanish`` directive) is forgotten at a planned instant: an
+open stream then just ends there, cleanly and with no terminal state, as when a
+stream's lifetime is over.
 """
 
 from __future__ import annotations
@@ -79,8 +83,11 @@ def _history(run: Run, elapsed: float) -> list[Planned]:
 async def stream_run_events(writer: SseWriter, run: Run, lifetime: float, faults: dict[str, float | None]) -> None:
     """Serve one connection to a run's event stream (headers already sent)."""
     connected = time.monotonic()
+    gone = run.vanishes_mono  # the run is forgotten then: every stream open on it ends at once
     if "hang" in faults:
-        await writer.sleep_until(connected + float(faults["hang"] or 0))
+        await writer.sleep_until(min(connected + float(faults["hang"] or 0), gone))
+        return
+    if connected >= gone:  # vanished between the lookup and now
         return
     elapsed = run.elapsed(connected)
     leading = run.state_event(elapsed)
@@ -95,7 +102,7 @@ async def stream_run_events(writer: SseWriter, run: Run, lifetime: float, faults
         await _emit(writer, run, "task_run.state", compact_json(run.state_event(run.ends_at)))
         return
 
-    deadline = connected + lifetime
+    deadline = min(connected + lifetime, gone)
     future_messages: list[Planned] = [m for m in run.messages if m.offset > elapsed]
     future_stats: list[Planned] = [s for s in run.stats if s.offset > elapsed]
     upcoming = heapq.merge(future_messages, future_stats, key=lambda e: e.offset)
@@ -106,8 +113,10 @@ async def stream_run_events(writer: SseWriter, run: Run, lifetime: float, faults
         if not await writer.sleep_until(at) or not await _emit(writer, run, ev.type, ev.data):
             return
     end = run.created_mono + run.ends_at
-    if end > deadline:
-        await writer.sleep_until(deadline)  # lifetime over: the server closes the stream
+    if end > deadline or end >= gone:
+        # Lifetime over, or the run forgotten (a run vanishing at its very end never
+        # completes for clients): the server closes the stream with no terminal state.
+        await writer.sleep_until(deadline)
         return
     if await writer.sleep_until(end):
         await _emit(writer, run, "task_run.state", compact_json(run.state_event(run.ends_at)))

@@ -62,6 +62,8 @@ class WebhookSender:
 
     async def _deliver(self, run: Run, url: str) -> None:
         await asyncio.sleep(max(0.0, run.created_mono + run.ends_at - time.monotonic()))
+        if run.vanished(run.ends_at):
+            return  # forgotten before it ended (vanish): for clients it never completed
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=10.0)
         webhook_id = f"whevent_{uuid.uuid4().hex}"
