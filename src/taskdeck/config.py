@@ -108,6 +108,9 @@ class Settings:
         default="aiohttp", metadata={"help": "SDK transport: aiohttp (measured faster with many streams) or httpx."}
     )
     rate_limit_per_minute: int = field(default=2000, metadata={"help": "Upstream requests per API key per minute."})
+    rate_window: float = field(
+        default=60.0, metadata={"help": "Seconds of the rate budget's window (Parallel's is a minute)."}
+    )
     rate_limit_scope: str = field(
         default="all", metadata={"help": "What the rate budget counts: 'all' requests or only run 'creates'."}
     )
@@ -189,6 +192,7 @@ class Settings:
             "backoff_max",
             "create_timeout",
             "session_ttl",
+            "rate_window",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be greater than 0")

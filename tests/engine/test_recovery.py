@@ -216,3 +216,31 @@ def test_unknown_events_are_deduplicated_by_their_canonical_json() -> None:
     # Lone surrogates (from escapes) still hash instead of crashing the follower.
     odd = message('{"type":"task_run.progress_msg.plan","message":"\\ud800","timestamp":"t"}')
     assert dedup_key(odd).startswith("msg:")
+
+
+async def test_a_run_that_vanishes_mid_follow_ends_failed_not_retried(
+    engine: Engine, recording_emulator: BackgroundEmulator
+) -> None:
+    """Parallel forgets the run (404) while it is being followed: the task ends, with what to do next."""
+    task = await engine.submit(KEY, body("vanish=100", duration=100_000))  # 0.5 s in: every request 404s
+    await wait_terminal(engine, [task.id])
+    stored = engine.store.get_task(task.id)
+    assert stored is not None and stored.status == TaskStatus.FAILED
+    assert stored.error is not None and stored.error["status"] == 404
+    assert stored.message is not None and "does not know this run" in stored.message
+    assert "taskdeck.run_not_found" in [e.type for e in engine.store.events(task.id)]
+
+
+async def test_a_terminal_state_without_output_is_completed_from_result(
+    engine: Engine, recording_emulator: BackgroundEmulator
+) -> None:
+    task = await engine.submit(KEY, body("nooutput", duration=200))
+    await wait_terminal(engine, [task.id])
+    stored = engine.store.get_task(task.id)
+    assert stored is not None and stored.status == TaskStatus.COMPLETED and stored.output is not None
+    result = await asyncio.to_thread(
+        httpx.get, f"{recording_emulator.url}/v1/tasks/runs/{stored.run_id}/result", headers={"x-api-key": KEY}
+    )
+    assert stored.output == result.json()["output"]  # fetched from /result, since the state event had none
+    states = [json.loads(e.data) for e in engine.store.events(task.id) if e.type == "task_run.state"]
+    assert states and all(s["output"] is None for s in states)

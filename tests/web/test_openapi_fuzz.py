@@ -45,7 +45,9 @@ def api_schema(fuzzed: Web) -> schemathesis.schemas.BaseSchema:
 def task_id(fuzzed: Web) -> str:
     """A task of the fuzzing key, so that paths with {task_id} reach their query and body checks."""
     with fuzzed.client(KEY) as client:
-        created: str = client.post("/api/tasks", json={"input": "fuzz target", "processor": "lite"}).json()["task"]["id"]
+        created: str = client.post("/api/tasks", json={"input": "fuzz target", "processor": "lite"}).json()["task"][
+            "id"
+        ]
     return created
 
 
@@ -70,7 +72,7 @@ def test_no_generated_request_gets_a_server_error(api_schema: schemathesis.schem
             @given(case=operation.as_strategy(generation_mode=mode, path_parameters=pinned))
             @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
             def fuzz(case: schemathesis.Case) -> None:
-                case.call_and_validate(headers={"x-api-key": KEY}, timeout=30, checks=checks)
+                case.call_and_validate(headers={"x-api-key": KEY}, timeout=30, checks=checks)  # noqa: B023 - run at once
 
             fuzz()
         tested.append(f"{operation.method.upper()} {operation.path}")

@@ -31,7 +31,7 @@ from taskdeck.emulator.sse import SseWriter
 from taskdeck.emulator.state import EmulatorState
 from taskdeck.emulator.streams import stream_group_events, stream_group_runs, stream_run_events
 from taskdeck.processors import get_processor
-from taskdeck.taskspec import Problem, check_run_input, check_task_spec
+from taskdeck.taskspec import Problem, RunInputCheck, check_run_input, check_task_spec
 
 __all__ = ["create_app"]
 
@@ -252,7 +252,8 @@ async def create_run(request: Request) -> Response:
     body = await _json_body(request)
     await _apply_connect_faults(_request_faults(request, "create"), stream=False)
     _rate_limit(state, key)
-    check = check_run_input(body)
+    # Schema checks can cost real CPU (bounded, see taskspec): off the event loop, as in Taskdeck.
+    check = await asyncio.to_thread(check_run_input, body)
     if not check.ok:
         return problems_response(check.problems)
     processor = get_processor(body["processor"])
@@ -341,7 +342,8 @@ async def create_group(request: Request) -> Response:
         body = json.loads(raw) if raw.strip() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return validation_response([Problem((), f"is not valid JSON: {exc}", "json_invalid")])
-    await _apply_connect_faults(_request_faults(request, "create"), stream=False)
+    # A group holds no run yet: its creation is not a run-creating request (`create` faults skip it).
+    await _apply_connect_faults(_request_faults(request, "get"), stream=False)
     if not isinstance(body, dict):
         return validation_response([Problem((), "must be a JSON object", "type_error")])
     check = check_run_input({"processor": "lite", "input": "x", "metadata": body.get("metadata")})
@@ -384,16 +386,8 @@ async def add_group_runs(request: Request) -> Response:
             [Problem(("inputs",), f"has {len(inputs)} items; at most {MAX_GROUP_INPUTS} per request", "too_long")]
         )
     default_spec = body.get("default_task_spec")
-    problems: list[Problem] = []
-    if default_spec is not None:
-        problems += check_task_spec(default_spec, loc=("default_task_spec",)).problems
-    checks = []
-    for i, item in enumerate(inputs):
-        check = check_run_input(item, loc=("inputs", i), default_task_spec=default_spec)
-        problems += check.problems
-        if check.ok and get_processor(item["processor"]) is None:
-            problems.append(Problem(("inputs", i, "processor"), f"unknown processor {item['processor']!r}", "enum"))
-        checks.append(check)
+    refresh = _query_bool(request, "refresh_status", True)
+    problems, checks = await asyncio.to_thread(_check_inputs, inputs, default_spec)
     if problems:
         return validation_response(problems)
     credit = state.check_credit(key)
@@ -412,9 +406,24 @@ async def add_group_runs(request: Request) -> Response:
         run = state.create_run(key, item, processor, check.warnings, directive, taskgroup_id=group.taskgroup_id)
         group.runs.append(run)
         run_ids.append(run.run_id)
-    return JSONResponse(
-        {"status": group.status(), "run_ids": run_ids, "run_cursor": run_cursor, "event_cursor": event_cursor}
-    )
+    # refresh_status=false answers the group's cached status (contract §9: "faster"), not a fresh count.
+    status = group.status() if refresh else group.cached_status()
+    return JSONResponse({"status": status, "run_ids": run_ids, "run_cursor": run_cursor, "event_cursor": event_cursor})
+
+
+def _check_inputs(inputs: list[Any], default_spec: Any) -> tuple[list[Problem], list[RunInputCheck]]:
+    """Problems with a group's new inputs, and each input's check (warnings included)."""
+    problems: list[Problem] = []
+    if default_spec is not None:
+        problems += check_task_spec(default_spec, loc=("default_task_spec",)).problems
+    checks = []
+    for i, item in enumerate(inputs):
+        check = check_run_input(item, loc=("inputs", i), default_task_spec=default_spec)
+        problems += check.problems
+        if check.ok and get_processor(item["processor"]) is None:
+            problems.append(Problem(("inputs", i, "processor"), f"unknown processor {item['processor']!r}", "enum"))
+        checks.append(check)
+    return problems, checks
 
 
 @endpoint("group_events")
@@ -485,10 +494,15 @@ async def group_run(request: Request) -> Response:
 
 # -- introspection -----------------------------------------------------------------
 async def emulator_stats(request: Request) -> Response:
-    """GET /_emulator/stats: counters (``?runs=false`` leaves out the per-run table)."""
+    """GET /_emulator/stats: counters (``?runs=false`` leaves out the per-run table; ``?window=S`` adds each
+    key's busiest S seconds as ``max_requests_per_window``)."""
     state = _state(request)
     include_runs = request.query_params.get("runs", "true") != "false"
-    body = state.metrics.to_json(include_runs=include_runs)
+    try:
+        window = float(request.query_params["window"]) if "window" in request.query_params else None
+    except ValueError:
+        return error_response(422, "window: a number of seconds")
+    body = state.metrics.to_json(include_runs=include_runs, window=window)
     body["num_runs"] = len(state.runs)
     body["num_groups"] = len(state.groups)
     body["webhook_deliveries"] = state.webhooks.deliveries[-1000:]

@@ -46,6 +46,14 @@ class Group:
     created_wall: datetime
     created_mono: float = field(default_factory=time.monotonic)
     runs: list[Run] = field(default_factory=list)
+    _cached: tuple[float, dict[str, Any]] | None = None  # (when, status) for refresh_status=false
+
+    def cached_status(self, max_age: float = 1.0) -> dict[str, Any]:
+        """The status as last computed, recomputed when older than ``max_age`` seconds (cheap for big groups)."""
+        now = time.monotonic()
+        if self._cached is None or now - self._cached[0] > max_age:
+            self._cached = (now, self.status(now))
+        return self._cached[1]
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         """The TaskGroupStatus object at ``now`` (monotonic)."""
@@ -58,6 +66,16 @@ class Group:
             counts[wire["status"]] += 1
             modified = max(modified, wire["modified_at"])
         active = counts["queued"] + counts["running"] + counts["cancelling"]
+        self._cached = (
+            now,
+            {
+                "num_task_runs": len(self.runs),
+                "task_run_status_counts": dict(counts),
+                "is_active": active > 0,
+                "status_message": None,
+                "modified_at": modified,
+            },
+        )
         return {
             "num_task_runs": len(self.runs),
             "task_run_status_counts": dict(counts),

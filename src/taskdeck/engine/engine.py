@@ -52,7 +52,7 @@ class Engine:
         self.vault = KeyVault.open(settings.secret_key, settings.db_path)
         self.feed = Feed()
         self.writer = Writer(self.store, self.feed, batch=settings.write_batch)
-        self.budget = RateBudget(settings.rate_limit_per_minute, settings.rate_limit_scope)
+        self.budget = RateBudget(settings.rate_limit_per_minute, settings.rate_limit_scope, settings.rate_window)
         self.upstream = Upstream(settings.base_url, self.budget, transport=settings.http_transport)
         self.groups = OwnerGroups(self.store, self.upstream, self.db)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -140,7 +140,7 @@ class Engine:
         now = time.time()
         ttl = self.settings.lease_ttl
         # Learn the rate budget others (or a dead predecessor) spent before claiming anything.
-        reports = await self.db(self.store.get_usage, now - 70.0, self.holder)
+        reports = await self.db(self.store.get_usage, now - self.settings.rate_window - 10.0, self.holder)
         self.budget.set_external(reports, now, USAGE_REPORT_INTERVAL)
         if self.followers:
             held = await self.db(self.store.renew, self.holder, list(self.followers), now + ttl)

@@ -78,17 +78,21 @@ class KeyLimiter:
 
 
 class RateBudget:
-    """Limiters by key owner. ``scope`` is ``all`` (every request counts) or ``creates``."""
+    """Limiters by key owner. ``scope`` is ``all`` (every request counts) or ``creates``.
 
-    def __init__(self, limit: int, scope: str) -> None:
+    ``window`` is Parallel's 60 s; tests shrink it to prove the same in seconds.
+    """
+
+    def __init__(self, limit: int, scope: str, window: float = WINDOW) -> None:
         self.limit = limit
         self.scope = scope
+        self.window = window
         self._limiters: dict[str, KeyLimiter] = {}
 
     def limiter(self, owner: str) -> KeyLimiter:
         found = self._limiters.get(owner)
         if found is None:
-            found = self._limiters[owner] = KeyLimiter(self.limit)
+            found = self._limiters[owner] = KeyLimiter(self.limit, self.window)
         return found
 
     async def acquire(self, owner: str, *, creates: bool) -> None:
@@ -116,7 +120,7 @@ class RateBudget:
             for second, count in report.buckets.items():
                 buckets[second] = buckets.get(second, 0) + count
             if not report.final and now - report.updated_at > 2 * report_interval:
-                recent = sum(n for s, n in report.buckets.items() if s + 1 > report.updated_at - WINDOW - MARGIN)
+                recent = sum(n for s, n in report.buckets.items() if s + 1 > report.updated_at - self.window - MARGIN)
                 busiest = max(report.buckets.values(), default=0)
                 unknown = min(max(0, self.limit - recent), 2 * busiest * max(1.0, report_interval))
                 if unknown:
