@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -244,3 +245,39 @@ async def test_a_terminal_state_without_output_is_completed_from_result(
     assert stored.output == result.json()["output"]  # fetched from /result, since the state event had none
     states = [json.loads(e.data) for e in engine.store.events(task.id) if e.type == "task_run.state"]
     assert states and all(s["output"] is None for s in states)
+
+
+class SlowRenewStore(SqliteStore):
+    """The real store, whose lease renewals wait until the test lets them go (a slow disk, a busy host)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.renewing = threading.Event()
+        self.go = threading.Event()
+
+    def renew(self, holder: str, task_ids: Sequence[str], expires: float) -> set[str]:
+        self.renewing.set()
+        self.go.wait(30)
+        return super().renew(holder, task_ids, expires)
+
+
+async def test_a_task_started_while_leases_are_renewed_is_not_taken_for_lost(
+    tmp_path: Path, recording_emulator: BackgroundEmulator
+) -> None:
+    store = SlowRenewStore(tmp_path / "s.db")
+    engine = Engine(fast_settings(tmp_path / "s.db", recording_emulator.url), store=store)
+    await engine.start()
+    try:
+        first = await engine.submit(KEY, body(duration=2000))  # a follower, so the heartbeat renews
+        store.go.clear()
+        store.renewing.clear()
+        await asyncio.to_thread(store.renewing.wait, 30)  # a renewal is in flight now...
+        second = await engine.submit(KEY, body(duration=100, text="started meanwhile"))  # ...and this one starts
+        store.go.set()
+        await wait_terminal(engine, [second.id])
+        assert "taskdeck.reconciled" not in [e.type for e in engine.store.events(second.id)]
+        assert engine.store.get_task(second.id).status == TaskStatus.COMPLETED  # type: ignore[union-attr]
+        assert first.id in engine.followers
+    finally:
+        store.go.set()
+        await engine.stop()

@@ -143,9 +143,11 @@ class Engine:
         reports = await self.db(self.store.get_usage, now - self.settings.rate_window - 10.0, self.holder)
         self.budget.set_external(reports, now, USAGE_REPORT_INTERVAL)
         if self.followers:
-            held = await self.db(self.store.renew, self.holder, list(self.followers), now + ttl)
-            for task_id in list(self.followers):
-                if task_id not in held:
+            # Only the followers that existed when renewing: one started meanwhile holds a fresh lease.
+            renewing = list(self.followers)
+            held = await self.db(self.store.renew, self.holder, renewing, now + ttl)
+            for task_id in renewing:
+                if task_id not in held and task_id in self.followers:
                     log.warning("lost the lease of %s (taken over or deleted); stopped following it", task_id)
                     self._drop(task_id)
             owners = {f.task.owner for f in self.followers.values()}
