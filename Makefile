@@ -29,8 +29,14 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+# mypy --strict on the package, the benchmarks, and each test folder (their conftest modules share a name).
 typecheck: install
 	$(BIN)/mypy
+	$(BIN)/mypy --strict bench
+	@for dir in tests/*/; do \
+		ls $$dir*.py >/dev/null 2>&1 || continue; \
+		echo "mypy --strict $$dir"; MYPYPATH=tests:$$dir $(BIN)/mypy --strict $$dir || exit 1; \
+	done
 
 unit: install browser
 	$(BIN)/pytest

@@ -16,6 +16,7 @@ import json
 import sqlite3
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,11 @@ def baseline(path: Path, rows: list[tuple[str, str, str, str]]) -> float:
     return len(rows) / elapsed
 
 
+def _landed(seen: set[str], key: str, ok: bool) -> None:
+    if ok:
+        seen.add(key)
+
+
 async def through_writer(path: Path, rows: list[tuple[str, str, str, str]], producers: int) -> dict[str, Any]:
     store = SqliteStore(path)
     tasks = _tasks(len({r[0] for r in rows}))
@@ -89,14 +95,18 @@ async def through_writer(path: Path, rows: list[tuple[str, str, str, str]], prod
     writer.start()
     share = [rows[i::producers] for i in range(producers)]
 
+    seen: set[str] = set()
+
     async def produce(mine: list[tuple[str, str, str, str]]) -> None:
         for task_id, data, stamp, key in mine:
             now = time.time()
+            # As a follower does: the event and its task change are one unit, and its key counts once stored.
             await writer.put(
                 AppendEvent(task_id, "task_run.progress_msg.search", Origin.UPSTREAM, data, now, stamp, key),
-                "bench-owner",
+                PatchTask(task_id, {"last_event_at": now}),
+                owner="bench-owner",
+                on_done=partial(_landed, seen, key),
             )
-            await writer.put(PatchTask(task_id, {"last_event_at": now}), "bench-owner")
 
     started = time.perf_counter()
     await asyncio.gather(*(produce(m) for m in share))

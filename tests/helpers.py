@@ -25,9 +25,10 @@ def _spec() -> dict[str, Any]:
 
 
 @cache
-def _registry() -> Registry:
-    resource = Resource.from_contents(_spec(), default_specification=DRAFT202012)
-    return Registry().with_resource("urn:parallel-spec", resource)
+def _registry() -> Registry[Any]:
+    resource: Resource[Any] = Resource.from_contents(_spec(), default_specification=DRAFT202012)
+    registry: Registry[Any] = Registry().with_resource("urn:parallel-spec", resource)
+    return registry
 
 
 def assert_schema(name: str, body: Any) -> None:

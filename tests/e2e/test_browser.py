@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 from browser_helpers import KEY, shot, start_server
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Dialog, expect
 
 from taskdeck.emulator import BackgroundEmulator
 
@@ -78,7 +78,12 @@ def test_hostile_upstream_text_executes_nothing(tmp_path: Path, browser: Browser
     context = browser.new_context()
     page = context.new_page()
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     try:
         with httpx.Client(base_url=server.url, headers={"x-api-key": KEY}) as client:
             for spec in ({"output_schema": {"type": "auto"}}, {"output_schema": "A short report"}):

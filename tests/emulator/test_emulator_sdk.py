@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import parallel
@@ -76,7 +76,7 @@ async def run_one(client: AsyncParallel, processor: str, mode: str) -> None:
     elif mode == "json":
         assert out.type == "json"
         jsonschema.validate(out.content, JSON_SCHEMA)
-        assert {b.field for b in out.basis} == set(JSON_SCHEMA["properties"])
+        assert {b.field for b in out.basis} == set(cast(dict[str, Any], JSON_SCHEMA["properties"]))
     else:
         assert out.type == "json" and out.output_schema is not None
         jsonschema.validate(out.content, out.output_schema)
@@ -146,7 +146,7 @@ async def test_sdk_task_group_end_to_end(emulator: BackgroundEmulator) -> None:
         assert status.status.task_run_status_counts == {"completed": 5}
         runs = await client.task_group.get_runs(group.task_group_id, include_output=True)
         outputs = [e async for e in runs]
-        assert len(outputs) == 5 and all(e.output is not None for e in outputs)
+        assert len(outputs) == 5 and all(getattr(e, "output", None) is not None for e in outputs)
         one = await client.task_group.retrieve_run(added.run_ids[0], task_group_id=group.task_group_id)
         assert one.status == "completed" and one.task_group_id == group.task_group_id
 

@@ -134,6 +134,7 @@ async def test_a_lost_lease_stops_the_follower_and_never_leaves_two_streams(
         run_id = first.store.get_task(task.id).run_id  # type: ignore[union-attr]
         await _until(lambda: _open_streams(recording_emulator.url, run_id) == 1)
         # Another process took the lease (as after a stall longer than the lease): the first must let go.
+        assert isinstance(first.store, SqliteStore)
         first.store._conn().execute(
             "UPDATE tasks SET lease_owner = 'elsewhere', lease_expires = ? WHERE id = ?", (time.time() + 3, task.id)
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ async def test_a_bad_unit_fails_only_its_caller_and_the_rest_of_the_batch_commit
                 event(t.id, f"k-{t.id}"),
                 PatchTask(t.id, {"progress_meter": 50.0}),
                 owner="o1",
-                on_done=lambda ok, tid=t.id: outcomes.__setitem__(tid, ok),
+                on_done=partial(outcomes.__setitem__, t.id),
             )
         writer.start()
         await asyncio.gather(*commits)

@@ -30,8 +30,11 @@ def web(tmp_path_factory: pytest.TempPathFactory, web_emulator: BackgroundEmulat
 def make_web(tmp_path: Path, web_emulator: BackgroundEmulator) -> Iterator[Callable[..., Web]]:
     """A Taskdeck with custom settings, for one test."""
     with ExitStack() as stack:
+        made = 0
 
         def make(**settings: Any) -> Web:
-            return start_web(stack, tmp_path / f"t{len(stack._exit_callbacks)}.db", web_emulator, **settings)
+            nonlocal made
+            made += 1
+            return start_web(stack, tmp_path / f"t{made}.db", web_emulator, **settings)
 
         yield make

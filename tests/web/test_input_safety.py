@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -184,7 +185,9 @@ def test_schemas_never_fetch_or_read_anything(web: Web) -> None:
 
 def test_self_referencing_and_exploding_schemas_are_refused_not_500(web: Web) -> None:
     looping = {"output_schema": "x", "input_schema": {"type": "json", "json_schema": {"$ref": "#"}}}
-    defs = {f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]} for i in range(40)}
+    defs: dict[str, Any] = {
+        f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]} for i in range(40)
+    }
     defs["d40"] = {"type": "string"}
     exploding = {
         "output_schema": "x",

@@ -38,6 +38,11 @@ def read_events(client: httpx.Client, path: str, headers: dict[str, str] | None 
     return out
 
 
+def has_run(web: Web, task_id: str) -> bool:
+    task = web.engine.store.get_task(task_id)
+    return task is not None and task.run_id is not None
+
+
 @contextmanager
 def hooked_subscribe(feed: Feed, before: Any = None, after: Any = None) -> Iterator[None]:
     """Run ``before()`` just before a subscription starts and ``after()`` just after (the server's own thread)."""
@@ -63,7 +68,7 @@ def test_a_task_that_ends_while_the_stream_opens_still_gets_its_end(web: Web) ->
     """The stream subscribes before it reads the task: an end committed in between is never missed."""
     with web.client(KEY) as client:
         task = client.post("/api/tasks", json=LONG).json()["task"]
-        wait_for(lambda: (t := web.engine.store.get_task(task["id"])) is not None and t.run_id, 30, "the run")
+        wait_for(lambda: has_run(web, task["id"]), 30, "the run")
         web.engine.followers[task["id"]].stop()  # nobody else touches the task now
 
         def end_it() -> None:
@@ -117,7 +122,7 @@ def test_resume_with_last_event_id_on_a_live_run_has_no_gap_and_no_duplicate(web
 def test_deleting_a_task_ends_its_stream_and_tells_the_list(web: Web) -> None:
     with web.client(KEY) as client:
         task = client.post("/api/tasks", json=LONG).json()["task"]
-        wait_for(lambda: (t := web.engine.store.get_task(task["id"])) is not None and t.run_id, 30, "the run")
+        wait_for(lambda: has_run(web, task["id"]), 30, "the run")
         listed: list[str] = []
         with client.stream("GET", "/api/tasks/stream") as listing:
             with client.stream("GET", task["urls"]["events"]) as resp:
