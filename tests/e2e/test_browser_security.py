@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser_helpers import ARTIFACTS, SECRET, start_server
+from browser_helpers import ARTIFACTS, SECRET, shot, start_server
 from playwright.sync_api import Browser, Page, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -148,3 +148,28 @@ def test_runs_of_a_dollar_or_more_are_confirmed_with_their_cost(
     finally:
         context.close()
         server.stop()
+
+
+def test_erasing_the_key_signs_out_and_says_what_happens_to_runs(
+    tmp_path: Path, browser: Browser, emulator: BackgroundEmulator
+) -> None:
+    db = tmp_path / "e.db"
+    server = start_server(db, emulator)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        sign_in(page, server.url, "erase-me-key-4321")
+        page.locator("details.erase summary").click()
+        expect(page.locator("details.erase")).to_contain_text("go on at Parallel")
+        page.click("#erase-key")
+        expect(page.locator("#key-form")).to_be_visible()
+        expect(page.locator("#key-note")).to_contain_text("Key erased from this server")
+        shot(page, "09-key-erased")
+    finally:
+        context.close()
+        server.stop()
+    store = SqliteStore(db)
+    try:
+        assert store.get_key(KeyVault(SECRET).owner("erase-me-key-4321")) is None
+    finally:
+        store.close()

@@ -156,6 +156,20 @@ document.addEventListener("DOMContentLoaded", async () => {
     await refreshKey();
     document.querySelector("#tasks tbody").replaceChildren();
   });
+  document.getElementById("erase-key").addEventListener("click", async () => {
+    const result = document.getElementById("erase-result");
+    try {
+      const out = await api("DELETE", "/api/key");
+      const token = await api("GET", "/api/csrf");
+      setCsrfToken(token.csrf_token);
+      await refreshKey();
+      document.querySelector("#tasks tbody").replaceChildren();
+      document.getElementById("key-note").textContent =
+        `Key erased from this server; ${out.runs_no_longer_followed} active run(s) are no longer followed.`;
+    } catch (err) {
+      result.textContent = err.message;
+    }
+  });
   document.getElementById("task-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const error = document.getElementById("task-error");
