@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
-from web_helpers import Web
+from web_helpers import Web, sse
 
 from helpers import wait_for
 from taskdeck.engine.feed import Feed, Subscription
@@ -19,23 +18,6 @@ from taskdeck.store.base import PatchTask
 
 KEY = "stream-test-key"
 LONG = {"input": "a long one", "processor": "lite", "metadata": {"emulator": "duration=1000000"}}
-
-
-def read_events(client: httpx.Client, path: str, headers: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
-    """(id, event, data) of every message until the server ends the stream."""
-    out: list[tuple[str, str, str]] = []
-    with client.stream("GET", path, headers=headers or {}) as resp:
-        assert resp.status_code == 200
-        block: dict[str, str] = {}
-        for line in resp.iter_lines():
-            if not line:
-                if block:
-                    out.append((block.get("id", ""), block.get("event", ""), block.get("data", "")))
-                block = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(": ")
-                block[name] = value
-    return out
 
 
 def has_run(web: Web, task_id: str) -> bool:
@@ -77,7 +59,7 @@ def test_a_task_that_ends_while_the_stream_opens_still_gets_its_end(web: Web) ->
 
         with hooked_subscribe(web.engine.feed, before=end_it):
             started = time.monotonic()
-            events = read_events(client, task["urls"]["events"])
+            events = sse(client, task["urls"]["events"])
         assert events[-1][1] == "end"
         assert time.monotonic() - started < 10
 

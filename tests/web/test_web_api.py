@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from web_helpers import sse
 
 from taskdeck.config import Settings
 from taskdeck.emulator import BackgroundEmulator, EmulatorSettings
@@ -33,24 +34,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def api(url: str, key: str | None = KEY) -> httpx.Client:
     return httpx.Client(base_url=url, headers={"x-api-key": key} if key else {}, timeout=30)
-
-
-def sse(client: httpx.Client, path: str, headers: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
-    """(id, event, data) of every message until the server ends the stream."""
-    out: list[tuple[str, str, str]] = []
-    with client.stream("GET", path, headers=headers or {}) as resp:
-        assert resp.status_code == 200
-        assert resp.headers["content-type"].startswith("text/event-stream")
-        block: dict[str, str] = {}
-        for line in resp.iter_lines():
-            if not line:
-                if block:
-                    out.append((block.get("id", ""), block.get("event", ""), block.get("data", "")))
-                block = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(": ")
-                block[name] = value
-    return out
 
 
 def test_health_and_settings_hide_the_secret(server: str) -> None:

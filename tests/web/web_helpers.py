@@ -62,3 +62,21 @@ def start_web(stack: ExitStack, db: Path, emulator: BackgroundEmulator, **settin
     app = create_app(Settings(**values))
     server = stack.enter_context(BackgroundServer(app, before_shutdown=lambda: begin_shutdown(app)))
     return Web(server.url, app, emulator, db)
+
+
+def sse(client: httpx.Client, path: str, headers: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """(id, event, data) of every message of one event stream, until the server ends it."""
+    out: list[tuple[str, str, str]] = []
+    with client.stream("GET", path, headers=headers or {}) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        block: dict[str, str] = {}
+        for line in resp.iter_lines():
+            if not line:
+                if block:
+                    out.append((block.get("id", ""), block.get("event", ""), block.get("data", "")))
+                block = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                block[name] = value
+    return out

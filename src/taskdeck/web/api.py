@@ -37,7 +37,8 @@ Auth = Annotated[Caller, Depends(caller)]
 TASK_ID = re.compile(r"tsk_[0-9a-f]{24}")
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 EVENT_ID = re.compile(r"[0-9]{1,18}")  # fits SQLite's 64-bit integers
-CURSOR = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,9})?):(tsk_[0-9a-f]{24})")
+# (created_at, id) of the last task of a page; the time as repr() writes it, so it round-trips exactly.
+CURSOR = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,20})?):(tsk_[0-9a-f]{24})")
 ERRORS = schemas.error_responses
 
 
@@ -218,7 +219,7 @@ async def list_tasks(
         )
     )
     page, more = tasks[:limit], len(tasks) > limit
-    next_cursor = f"{page[-1].created_at:.6f}:{page[-1].id}" if more and page else None
+    next_cursor = f"{page[-1].created_at!r}:{page[-1].id}" if more and page else None
     return schemas.TaskList(tasks=[_summary(t) for t in page], next_cursor=next_cursor)
 
 
