@@ -75,22 +75,27 @@ def test_resume_with_last_event_id_on_a_live_run_has_no_gap_and_no_duplicate(web
         assert stored_task is not None
 
         def commit_one() -> None:
-            # Committed after the subscription starts and before the history is read: this event is
-            # both in the history and in the live queue, and must be sent once.
-            store.apply([note(stored_task, "seam_check")])
+            # Committed (and published, as the writer does) after the subscription starts and before the
+            # history is read: this event is both in the history and in the live queue, and is sent once.
+            for event in store.apply([note(stored_task, "seam_check")]):
+                web.engine.feed.publish_event(event, stored_task.owner)
 
         with hooked_subscribe(web.engine.feed, after=commit_one):
             got: list[tuple[str, str, str]] = []
             with client.stream("GET", task["urls"]["events"], headers={"last-event-id": str(resume_after)}) as resp:
                 block: dict[str, str] = {}
+                seam = 0
                 for line in resp.iter_lines():
                     if not line:
                         if block:
                             got.append((block.get("id", ""), block.get("event", ""), block.get("data", "")))
-                            if json.loads(block["data"]).get("type") == "taskdeck.seam_check":
-                                # And one more live event after the seam, committed through the writer.
+                            seq = int(block.get("id") or 0)
+                            if json.loads(block["data"]).get("type") == "taskdeck.seam_check" and not seam:
+                                # Then live events past the seam: stopping the follower writes some.
+                                seam = seq
                                 web.engine.followers[task["id"]].stop()
-                                break
+                            elif seam and seq > seam:
+                                break  # a live event after the seam arrived: anything duplicated came before it
                         block = {}
                     elif not line.startswith(":"):
                         name, _, value = line.partition(": ")
