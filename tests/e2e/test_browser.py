@@ -24,7 +24,7 @@ def test_submit_watch_live_restart_and_come_back(
     page.on("request", lambda req: requests.append(req.url))
     try:
         page.goto(server.url)
-        expect(page.get_by_role("status")).to_contain_text("demo: simulated API")
+        expect(page.locator(".banner")).to_contain_text("demo: simulated API")
         page.fill("#api-key", KEY)
         page.click("#key-form button[type=submit]")
         expect(page.locator("#key-mask")).to_have_text("…4321")
@@ -121,7 +121,7 @@ def test_phone_keyboard_and_advanced_options(tmp_path: Path, browser: Browser, e
         page.select_option("#processor", "lite")
         page.check('input[name="input_kind"][value="json"]')
         page.fill("#input", '{"company": "Parallel", "country": "US"}')
-        page.click("summary")  # fold out source policy and metadata
+        page.click("#task-form summary")  # fold out source policy and metadata
         page.fill("#include", "sec.gov, reuters.com")
         page.fill("#metadata", '{"team": "research"}')
         page.check('input[name="schema_mode"][value="text"]')
