@@ -183,12 +183,17 @@ def economy(args: argparse.Namespace) -> dict[str, Any]:
                 minimum_total += minimum
                 over.append(actual - minimum)
         keys = _stats(emu.url)["keys"]
+        # Requests about the owner's task group rather than one run: its creation, and any search for a run.
+        routes = next(iter(keys.values()))["by_route"]
+        group_requests = routes.get("create_group", 0) + routes.get("group_runs", 0)
+        actual_total += group_requests
     finally:
         if worker is not None and worker.poll() is None:
             worker.kill()
         emu.stop()
     return {
         "processor": args.processor,
+        "group_requests": group_requests,
         "runs": len(ids),
         "requests_per_run": round(actual_total / len(ids), 3),
         "minimum_per_run": round(minimum_total / len(ids), 3),
