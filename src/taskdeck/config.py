@@ -134,10 +134,13 @@ class Settings:
     )
     write_batch: int = field(default=5000, metadata={"help": "Most writes committed in one transaction."})
     create_timeout: float = field(
-        default=60.0,
+        default=60.0, metadata={"help": "Seconds a run-creating request may take before Taskdeck stops waiting."}
+    )
+    create_settle: float = field(
+        default=300.0,
         metadata={
-            "help": "Seconds a run-creating request may take; after a crash, a task is resubmitted only once twice "
-            "this has passed with no run found."
+            "help": "Seconds after sending a create that got no answer (or was cut by a crash) before Taskdeck "
+            "concludes it created nothing and sends it again; until then it looks for the run in the task group."
         },
     )
     daily_budget_usd: float = field(
@@ -191,11 +194,14 @@ class Settings:
             "backoff_base",
             "backoff_max",
             "create_timeout",
+            "create_settle",
             "session_ttl",
             "rate_window",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be greater than 0")
+        if self.create_settle < self.create_timeout:
+            raise ValueError("create_settle must be at least create_timeout (a create may land until it times out)")
         if self.daily_budget_usd < 0:
             raise ValueError("daily_budget_usd must be 0 (no limit) or more")
         if self.max_body_bytes < 1024:

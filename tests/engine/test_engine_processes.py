@@ -161,14 +161,14 @@ def test_sigkill_during_bursts_of_creates_leaves_no_billed_run_untracked(tmp_pat
             for _ in range(5):
                 burst = enqueue_many(db, 200, duration=100)
                 ids += burst
-                worker = start_worker(db, emu.url, log, TASKDECK_CREATE_TIMEOUT="3")
+                worker = start_worker(db, emu.url, log, TASKDECK_CREATE_TIMEOUT="3", TASKDECK_CREATE_SETTLE="6")
                 wait_for(
                     lambda burst=burst: any(t.run_id for t in store.get_tasks(burst)),  # type: ignore[misc]
                     60,
                     "the burst's first creates to land",
                 )
                 kill(worker)
-            worker = start_worker(db, emu.url, log, TASKDECK_CREATE_TIMEOUT="3")
+            worker = start_worker(db, emu.url, log, TASKDECK_CREATE_TIMEOUT="3", TASKDECK_CREATE_SETTLE="6")
             wait_for(lambda: all(t.status.is_terminal for t in store.get_tasks(ids)), 180, "every run to end")
         finally:
             worker.send_signal(signal.SIGTERM)

@@ -232,7 +232,10 @@ async def test_a_run_that_vanishes_mid_follow_ends_failed_not_retried(
     assert stored is not None and stored.status == TaskStatus.FAILED
     assert stored.error is not None and stored.error["status"] == 404
     assert stored.message is not None and "does not know this run" in stored.message
-    assert "taskdeck.run_not_found" in [e.type for e in engine.store.events(task.id)]
+    types = [e.type for e in engine.store.events(task.id)]
+    assert "taskdeck.run_not_found" in types
+    # A 404 is an answer, not a failure to retry: no backoff, no polling.
+    assert "taskdeck.retry_scheduled" not in types and "taskdeck.polling" not in types
 
 
 async def test_a_terminal_state_without_output_is_completed_from_result(
@@ -283,4 +286,32 @@ async def test_a_task_started_while_leases_are_renewed_is_not_taken_for_lost(
         assert first.id in engine.followers
     finally:
         store.go.set()
+        await engine.stop()
+
+
+def test_state_events_differing_only_in_modified_at_are_both_kept() -> None:
+    def state(status: str, modified: str) -> SseMessage:
+        payload = {"type": "task_run.state", "run": {"status": status, "modified_at": modified}}
+        return SseMessage("task_run.state", json.dumps(payload), payload)
+
+    assert dedup_key(state("running", "t1")) != dedup_key(state("running", "t2"))
+    assert dedup_key(state("running", "t1")) == dedup_key(state("running", "t1"))
+    assert dedup_key(state("running", "t1")) != dedup_key(state("completed", "t1"))
+
+
+async def test_a_create_that_got_no_answer_is_found_not_sent_again(tmp_path: Path, make_emulator: Any) -> None:
+    """The create times out at 0.5 s, but the emulator creates the run at 0.8 s: found, adopted, billed once."""
+    emu = make_emulator(faults="create:hang=0.8*1", record_sent=True)
+    engine = Engine(fast_settings(tmp_path / "t.db", emu.url, create_timeout=0.5, create_settle=1.5))
+    await engine.start()
+    try:
+        task = await engine.submit(KEY, body(processor="lite", duration=20))
+        await wait_terminal(engine, [task.id])
+        stored = engine.store.get_task(task.id)
+        assert stored is not None and stored.status == TaskStatus.COMPLETED
+        keys = (await asyncio.to_thread(httpx.get, f"{emu.url}/_emulator/stats?runs=false")).json()["keys"]
+        assert [k["runs"] for k in keys.values()] == [1]  # one billed run, though the create was sent once only
+        submitted = [json.loads(e.data) for e in engine.store.events(task.id) if e.type == "taskdeck.submitted"]
+        assert submitted == [{"run_id": stored.run_id, "how": "found_after_error"}]
+    finally:
         await engine.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from taskdeck.taskspec import Problem, check_run_input, check_task_spec, normalize_schema
 
 
@@ -53,3 +55,17 @@ def test_group_default_spec_is_used_for_size_checks() -> None:
 
 def test_metadata_numbers_and_bools_are_allowed() -> None:
     assert check_run_input({"input": "x", "processor": "lite", "metadata": {"n": 1, "f": 1.5, "b": True}}).ok
+
+
+@pytest.mark.parametrize(
+    "root",
+    [
+        {"type": "object"},  # no properties
+        {"type": "array", "properties": {"a": {"type": "string"}}},  # properties, but not an object
+        {"properties": {"a": {"type": "string"}}},  # no type at all
+    ],
+)
+def test_an_output_schema_root_must_be_an_object_with_properties(root: dict[str, object]) -> None:
+    spec = {"output_schema": {"type": "json", "json_schema": root}}
+    check = check_run_input({"input": "x", "processor": "lite", "task_spec": spec})
+    assert any("root must be" in p.message for p in check.problems), check.problems

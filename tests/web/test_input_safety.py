@@ -302,3 +302,16 @@ def test_an_attackers_bad_text_never_fails_another_users_paid_runs(web: Web) -> 
     victim = key_label("victim-key")
     runs = httpx.get(f"{web.emulator.url}/_emulator/stats?runs=false").json()["keys"][victim]["runs"]
     assert runs == 80  # each paid run is tracked, none created twice
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(web: Web) -> None:
+    """A Content-Length over the limit answers 413 at once: the server does not wait for 10 MB to arrive."""
+    port = int(web.url.rsplit(":", 1)[1])
+    head = (
+        b"POST /api/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        b"x-api-key: " + KEY.encode() + b"\r\ncontent-length: 10000000\r\n\r\n{"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(head)  # and nothing more: a server waiting for the body would never answer
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]

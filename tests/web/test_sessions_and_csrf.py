@@ -41,6 +41,8 @@ def test_forged_and_unknown_session_cookies_authenticate_nothing(web: Web) -> No
         with httpx.Client(base_url=web.url, cookies={"taskdeck_session": value}) as client:
             assert client.get("/api/session").status_code == 401, value[:80]
             assert client.get("/api/tasks").status_code == 401
+            create = client.post("/api/tasks", json={"input": "x", "processor": "lite"}, headers={"origin": web.url})
+            assert create.status_code == 401, value[:80]  # not even asked for a CSRF token: nobody is signed in
 
 
 def test_sessions_expire(make_web: Callable[..., Web]) -> None:

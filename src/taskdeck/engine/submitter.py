@@ -12,7 +12,7 @@ runs. So a create is never repeated blindly:
   for the token before anything is sent again.
 - A process that claims a task still ``submitting`` (its holder died) does the
   same search. Found: the run is adopted. Not found once any request still in
-  flight must have landed (``submit_started_at`` + twice the create timeout):
+  flight must have landed (``submit_started_at`` + ``create_settle``):
   nothing was created, and the task is submitted as normal.
 
 ``submit_unknown`` remains only where no search is possible: a task from before
@@ -271,11 +271,11 @@ class Submitter:
         """After a create that failed ambiguously: the run it created after all, or None when it created none.
 
         A server that answered (500, 502, 503) is looked at once, now. A request that got no answer
-        (a timeout, a dropped connection, 408, 504) may still be processed: it is looked for only once
-        it can no longer land, so that sending the create again never makes a second run.
+        (a timeout, a dropped connection, 408, 504) may still be processed: it is looked for only once it
+        can no longer land (``create_settle`` after sending), so sending the create again never makes a second run.
         """
         unanswered = err.status is None or err.status in (408, 504)
-        not_before = sent_at + 2 * self.settings.create_timeout if unanswered else time.time()
+        not_before = sent_at + self.settings.create_settle if unanswered else time.time()
         if unanswered:
             wait = not_before - time.time()
             log.info("create of %s got no answer (%s); looking for its run in %.1f s", self.task.id, err, wait)
@@ -289,9 +289,9 @@ class Submitter:
             await self._end(TaskStatus.SUBMIT_UNKNOWN, LEGACY_MESSAGE, None, "reconciled")
             return None
         sent = t.submit_started_at or t.created_at
-        # A create sent just before the crash can land until its timeout is over; wait that long (twice,
-        # for Parallel's own processing) before concluding that nothing was created.
-        settled_at = sent + 2 * self.settings.create_timeout
+        # A create sent just before the crash can land until its timeout is over, and Parallel may still be
+        # processing it after that: wait create_settle before concluding that nothing was created.
+        settled_at = sent + self.settings.create_settle
         log.info("reconciling %s: looking for its run in task group %s", t.id, t.submit_group)
         not_before = 0.0  # any listing shows a run that was created already
         while True:
