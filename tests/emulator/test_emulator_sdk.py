@@ -86,10 +86,13 @@ async def run_one(client: AsyncParallel, processor: str, mode: str) -> None:
 
 
 async def test_sdk_runs_every_mode_on_lite_core_and_ultra8x(emulator: BackgroundEmulator) -> None:
-    async with AsyncParallel(api_key="sdk-key", base_url=emulator.url) as client:
-        await asyncio.gather(
-            *(run_one(client, p, m) for p in ("lite", "core", "ultra8x") for m in ("text", "json", "auto"))
-        )
+    # A task group, not gather: when one run fails, the others are cancelled and awaited
+    # before the client closes. With gather they went on after it closed, and a connection
+    # opened then was never closed: a ResourceWarning in whichever later test collected it.
+    async with AsyncParallel(api_key="sdk-key", base_url=emulator.url) as client, asyncio.TaskGroup() as group:
+        for processor in ("lite", "core", "ultra8x"):
+            for mode in ("text", "json", "auto"):
+                group.create_task(run_one(client, processor, mode))
 
 
 async def test_sdk_on_aiohttp_transport(emulator: BackgroundEmulator) -> None:
@@ -164,5 +167,7 @@ async def test_sdk_completes_every_processor_in_every_mode(make_emulator: Any) -
             assert result.run.status == "completed" and result.run.processor == processor
             return result.output.type
 
-        kinds = await asyncio.gather(*(one(p, m) for p in processor_names() for m in MODES))
+        async with asyncio.TaskGroup() as group:  # siblings cancelled and awaited if one fails
+            tasks = [group.create_task(one(p, m)) for p in processor_names() for m in MODES]
+    kinds = [task.result() for task in tasks]
     assert kinds.count("text") == 18 and kinds.count("json") == 36
