@@ -226,15 +226,23 @@ def submit(
 
 
 def _maybe_json(text: str) -> object:
+    """A JSON object when ``text`` is one (strict RFC 8259, as the API takes it), else the text itself."""
     import json
 
+    from taskdeck.jsonbody import JsonBodyError, parse_json
+
     stripped = text.strip()
-    if stripped.startswith("{"):
+    if not stripped.startswith("{"):
+        return text
+    try:
+        return parse_json(stripped)
+    except JsonBodyError as exc:
         try:
-            return json.loads(stripped)
-        except json.JSONDecodeError:
-            return text
-    return text
+            json.loads(stripped)
+        except (json.JSONDecodeError, RecursionError):
+            return text  # not JSON at all: plain text that starts with a brace
+        typer.echo(f"error: {exc} (Parallel takes strict JSON)", err=True)
+        raise typer.Exit(2) from None
 
 
 def main() -> None:

@@ -46,3 +46,18 @@ def test_submit_refuses_bad_input_naming_the_field(tmp_path: Path) -> None:
         app, ["submit", "--input", "x", "--db", str(tmp_path / "t.db")], env={"PARALLEL_API_KEY": ""}
     )
     assert no_key.exit_code == 2 and "API key" in no_key.output
+
+
+def test_submit_takes_strict_json_or_plain_text(tmp_path: Path) -> None:
+    env = {"TASKDECK_SECRET_KEY": "cli-secret", "PARALLEL_API_KEY": "cli-key-1"}
+    db = str(tmp_path / "t.db")
+    not_strict = CliRunner().invoke(
+        app, ["submit", "--input", '{"n": NaN}', "--processor", "lite", "--db", db], env=env
+    )
+    assert not_strict.exit_code == 2 and "NaN" in not_strict.output
+    text = CliRunner().invoke(app, ["submit", "--input", "{not json} but a question", "--db", db], env=env)
+    assert text.exit_code == 0, text.output
+    store = SqliteStore(tmp_path / "t.db")
+    task = store.get_task(json.loads(text.output)["id"])
+    assert task is not None and task.input == "{not json} but a question"
+    store.close()
