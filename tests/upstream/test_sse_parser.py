@@ -24,3 +24,13 @@ def test_chunks_split_anywhere_crlf_comments_and_malformed() -> None:
         }
         assert out[1].payload is None  # malformed JSON is kept as text, not raised
         assert out[2].data == "line one\nline two"
+
+
+def test_non_rfc_json_from_upstream_is_kept_as_malformed_text() -> None:
+    """NaN is not JSON: parsed, it would make every page showing the event fail to render."""
+    parser = SseParser()
+    out = parser.feed(
+        b'event: task_run.progress_stats\ndata: {"type":"task_run.progress_stats","progress_meter":NaN}\n\n'
+    )
+    assert len(out) == 1 and out[0].payload is None
+    assert out[0].data.endswith("NaN}")

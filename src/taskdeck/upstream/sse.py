@@ -33,6 +33,10 @@ class SseMessage:
         return self.event or "message"
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 class SseParser:
     """Feed bytes in, take complete messages out. A trailing partial message is held back."""
 
@@ -63,8 +67,9 @@ class SseParser:
             data = "\n".join(self._data)
             event, self._event, self._data = self._event, None, []
             try:
-                parsed = json.loads(data)
-            except json.JSONDecodeError:
+                # Strict: NaN/Infinity are not JSON, and would make every page showing the event fail.
+                parsed = json.loads(data, parse_constant=_not_json)
+            except (json.JSONDecodeError, ValueError, RecursionError):
                 parsed = None
             return SseMessage(event, data, parsed if isinstance(parsed, dict) else None)
         if line.startswith(":"):
