@@ -63,6 +63,9 @@ UNSUPPORTED_KEYWORDS = frozenset(
 )
 RESERVED_PROPERTY_NAMES = frozenset("citations confidence evidence reasoning source sources source_urls".split())
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# A plain domain or a bare ending (".gov", ".co.uk"): labels of letters, digits and inner hyphens.
+_DOMAIN = re.compile(r"\.?(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)*[^\W_](?:[\w-]{0,61}[^\W_])?", re.IGNORECASE)
+JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
 _COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 
 Loc = tuple[str | int, ...]
@@ -369,6 +372,11 @@ def _check_json_schema(js: dict[str, Any], loc: Loc, p: list[Problem], warnings:
 
 def _check_types(node: dict[str, Any], loc: Loc, p: list[Problem]) -> None:
     kind = node.get("type")
+    names = kind if isinstance(kind, list) else [kind] if kind is not None else []
+    unknown = [t for t in names if t not in JSON_TYPES]
+    if unknown:
+        p.append(Problem((*loc, "type"), f"unknown type {unknown[0]!r}; use one of {', '.join(sorted(JSON_TYPES))}"))
+        return
     if kind == "null":
         p.append(Problem((*loc, "type"), '"null" is only allowed inside a union such as ["string", "null"]'))
     elif isinstance(kind, list) and (not kind or kind == ["null"]):
@@ -520,6 +528,15 @@ def _check_source_policy(policy: Any, loc: Loc, p: list[Problem]) -> None:
         if not isinstance(domains, list) or not all(isinstance(d, str) and d.strip() for d in domains):
             p.append(Problem((*loc, key), "must be a list of domain names", "type_error"))
             continue
+        for i, domain in enumerate(domains):
+            if not _DOMAIN.fullmatch(domain.strip()):
+                p.append(
+                    Problem(
+                        (*loc, key, i),
+                        f"{domain[:80]!r} is not a domain: write example.com, sub.example.gov or an ending like .edu",
+                        "value_error.domain",
+                    )
+                )
         total += len(domains)
     if total > MAX_DOMAINS:
         p.append(Problem(loc, f"lists {total} domains; the limit is {MAX_DOMAINS} in all"))

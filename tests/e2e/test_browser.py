@@ -24,7 +24,7 @@ def test_submit_watch_live_restart_and_come_back(
     page.on("request", lambda req: requests.append(req.url))
     try:
         page.goto(server.url)
-        expect(page.locator(".banner")).to_contain_text("demo: simulated API")
+        expect(page.locator(".banner")).to_contain_text("Demo: simulated API")
         page.fill("#api-key", KEY)
         page.click("#key-form button[type=submit]")
         expect(page.locator("#key-mask")).to_have_text("…4321")
@@ -138,13 +138,13 @@ def test_phone_keyboard_and_advanced_options(tmp_path: Path, browser: Browser, e
         expect(page.locator("#result-table .markdown h3").first).to_be_visible()  # Markdown as DOM
         expect(page.locator("#result-table .markdown em").first).to_contain_text("Brief")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
-        # Keyboard only: from the home page, Tab to the task row and open it with Enter.
+        # Keyboard only: from the home page, Tab to the task's link in the list and open it with Enter.
         page.goto(server.url)
         row = page.locator("#tasks tbody tr").first
         expect(row).to_be_visible()
-        for _ in range(40):
+        for _ in range(60):
             page.keyboard.press("Tab")
-            if page.evaluate("document.activeElement && document.activeElement.tagName") == "TR":
+            if page.evaluate("!!document.activeElement.closest('#tasks tbody td.preview a')"):
                 break
         page.keyboard.press("Enter")
         page.wait_for_url("**/task/tsk_*")

@@ -19,7 +19,16 @@ from taskdeck.store.sqlite import SqliteStore
 from taskdeck.taskspec import Problem, check_run_input
 from taskdeck.vault import KeyVault
 
-__all__ = ["TAG_KEY", "IntakeError", "enqueue", "enqueue_many", "key_record", "new_task", "validate_request"]
+__all__ = [
+    "TAG_KEY",
+    "IntakeError",
+    "enqueue",
+    "enqueue_many",
+    "key_record",
+    "new_task",
+    "review_request",
+    "validate_request",
+]
 
 # The metadata key under which Taskdeck tags each run it creates with the task's submit token,
 # so that a restarted process can find the run in its owner's task group (see follower.py).
@@ -36,33 +45,36 @@ class IntakeError(Exception):
         self.problems = problems or []
 
 
+def review_request(request: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every problem (as ``{"loc", "msg", "type"}``) and every warning of a TaskRunInput, without raising.
+
+    The same rules as :func:`validate_request`, which the web form calls as the person types.
+    """
+    unstorable = text_problems(request)
+    if unstorable:
+        return [{"loc": list(loc), "msg": msg, "type": "value_error.text"} for loc, msg in unstorable], []
+    check = check_run_input(request, known_fields_only=True)
+    meta = request.get("metadata") if isinstance(request, dict) else None
+    if isinstance(meta, dict) and TAG_KEY in meta:
+        check.problems.append(Problem(("metadata", TAG_KEY), "is reserved: Taskdeck tags each run it creates with it"))
+    name = request.get("processor") if isinstance(request, dict) else None
+    if isinstance(name, str) and name and get_processor(name) is None:
+        check.problems.append(Problem(("processor",), f"unknown processor {name!r}", "enum"))
+    problems = [{"loc": list(p.loc), "msg": p.message, "type": p.kind} for p in check.problems]
+    return problems, [w.to_wire() for w in check.warnings]
+
+
 def validate_request(request: Any) -> tuple[dict[str, Any], Processor]:
     """Check a TaskRunInput with Parallel's rules; return it (events on unless set) and its processor.
 
     Also refused: fields TaskRunInput does not have, text no store can hold (lone
     surrogates, NUL), and the metadata key Taskdeck reserves for its own tag.
     """
-    unstorable = text_problems(request)
-    if unstorable:
-        problems = [{"loc": list(loc), "msg": msg, "type": "value_error.text"} for loc, msg in unstorable]
+    problems, _ = review_request(request)
+    if problems:
         raise IntakeError(422, "; ".join(f"{_path(p['loc'])}: {p['msg']}" for p in problems), problems)
-    check = check_run_input(request, known_fields_only=True)
-    meta = request.get("metadata") if isinstance(request, dict) else None
-    if isinstance(meta, dict) and TAG_KEY in meta:
-        check.problems.append(Problem(("metadata", TAG_KEY), "is reserved: Taskdeck tags each run it creates with it"))
-    if not check.ok:
-        raise IntakeError(
-            422,
-            "; ".join(str(p) for p in check.problems),
-            [{"loc": list(p.loc), "msg": p.message, "type": p.kind} for p in check.problems],
-        )
     processor = get_processor(request["processor"])
-    if processor is None:
-        raise IntakeError(
-            422,
-            f"processor: unknown processor {request['processor']!r}",
-            [{"loc": ["processor"], "msg": "unknown processor", "type": "enum"}],
-        )
+    assert processor is not None  # review_request refused unknown processors
     request = dict(request)
     if request.get("enable_events") is None:
         request["enable_events"] = True  # Taskdeck follows runs live; events cost nothing extra

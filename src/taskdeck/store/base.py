@@ -128,8 +128,11 @@ class Store(Protocol):
         text: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
+        oldest_first: bool = False,
+        follow_up_of: str | None = None,
     ) -> list[Task]:
-        """An owner's tasks, newest first; ``before`` is the (created_at, id) of the last one seen."""
+        """An owner's tasks, newest first (or oldest first); ``before`` is the (created_at, id) of the
+        last one seen, in that order. ``follow_up_of`` keeps only the follow-ups of one task."""
         ...
 
     def events(self, task_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]: ...
@@ -186,7 +189,9 @@ class Store(Protocol):
 
     def release(self, holder: str, task_ids: Sequence[str]) -> None: ...
 
-    def count_tasks(self, owner: str | None = None) -> dict[str, int]: ...
+    def count_tasks(self, owner: str | None = None, *, processor: str | None = None) -> dict[str, int]:
+        """Tasks per status (of one owner, of one processor, when given)."""
+        ...
 
     def put_usage(self, holder: str, usage: dict[str, dict[int, int]], now: float, *, final: bool = False) -> None:
         """Record this process's upstream requests per owner per second (the last minute)."""

@@ -38,6 +38,8 @@ CREATE TABLE tasks (
 , submit_group TEXT, submit_token TEXT, submit_cursor TEXT, submit_started_at REAL);
 CREATE INDEX tasks_owner_created ON tasks(owner, created_at DESC);
 CREATE INDEX tasks_followed ON tasks(status, lease_expires);
+CREATE INDEX tasks_owner_status ON tasks(owner, status);
+CREATE INDEX tasks_follow_up_of ON tasks(follow_up_of);
 
 CREATE TABLE events (
     seq          INTEGER PRIMARY KEY,      -- arrival order

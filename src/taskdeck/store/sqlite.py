@@ -298,9 +298,14 @@ class SqliteStore:
         text: str | None = None,
         limit: int = 50,
         before: tuple[float, str] | None = None,
+        oldest_first: bool = False,
+        follow_up_of: str | None = None,
     ) -> list[Task]:
         sql = "SELECT * FROM tasks WHERE owner = ?"
         params: list[Any] = [owner]
+        if follow_up_of is not None:
+            sql += " AND follow_up_of = ?"
+            params.append(follow_up_of)
         if statuses:
             sql += f" AND status IN ({','.join('?' * len(statuses))})"
             params += list(statuses)
@@ -311,10 +316,12 @@ class SqliteStore:
             escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             sql += " AND (request LIKE ? ESCAPE '\\' OR run_id = ? OR id = ?)"
             params += [f"%{escaped}%", text, text]
+        # ``before`` is the cursor: the last task of the previous page, in the order asked for.
         if before is not None:
-            sql += " AND (created_at, id) < (?, ?)"
+            sql += " AND (created_at, id) > (?, ?)" if oldest_first else " AND (created_at, id) < (?, ?)"
             params += list(before)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        order = "ASC" if oldest_first else "DESC"
+        sql += f" ORDER BY created_at {order}, id {order} LIMIT ?"
         params.append(limit)
         return [_row_to_task(r) for r in self._conn().execute(sql, params)]
 
@@ -419,12 +426,15 @@ class SqliteStore:
         with self._tx() as conn:
             return int(conn.execute("DELETE FROM sessions WHERE owner = ?", (owner,)).rowcount)
 
-    def count_tasks(self, owner: str | None = None) -> dict[str, int]:
-        sql = "SELECT status, COUNT(*) FROM tasks"
+    def count_tasks(self, owner: str | None = None, *, processor: str | None = None) -> dict[str, int]:
+        sql = "SELECT status, COUNT(*) FROM tasks WHERE 1=1"
         params: list[Any] = []
         if owner is not None:
-            sql += " WHERE owner = ?"
+            sql += " AND owner = ?"
             params.append(owner)
+        if processor is not None:
+            sql += " AND processor = ?"
+            params.append(processor)
         return {r[0]: r[1] for r in self._conn().execute(sql + " GROUP BY status", params)}
 
     # -- rate usage --------------------------------------------------------------

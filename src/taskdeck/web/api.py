@@ -11,25 +11,26 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from taskdeck.engine import Engine, TaskChange
 from taskdeck.engine.feed import Subscription
-from taskdeck.engine.intake import IntakeError
+from taskdeck.engine.intake import IntakeError, review_request
 from taskdeck.jsonbody import JsonBodyError, parse_json, text_problem
 from taskdeck.models import Event, Task, TaskStatus
-from taskdeck.processors import PROCESSORS
+from taskdeck.processors import PROCESSORS, get_processor
 from taskdeck.upstream.client import UpstreamError
 from taskdeck.vault import mask_key
 from taskdeck.web import schemas
 from taskdeck.web.auth import Caller, caller, optional_caller
+from taskdeck.web.exports import EXPORT_FORMATS, ExportFormat, export_tasks
 from taskdeck.web.sessions import Sessions, key_problem
 from taskdeck.web.views import event_view, task_csv, task_page, task_summary
 
-__all__ = ["TASK_ID", "router"]
+__all__ = ["TASK_ID", "Order", "full_task", "list_page", "router"]
 
 router = APIRouter()
 PING_SECONDS = 15.0
@@ -40,6 +41,8 @@ EVENT_ID = re.compile(r"[0-9]{1,18}")  # fits SQLite's 64-bit integers
 # (created_at, id) of the last task of a page; the time as repr() writes it, so it round-trips exactly.
 CURSOR = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,20})?):(tsk_[0-9a-f]{24})")
 ERRORS = schemas.error_responses
+Order = Literal["newest", "oldest"]
+MAX_EXPORT = 1000  # tasks per export request
 
 
 def _engine(request: Request) -> Engine:
@@ -195,6 +198,57 @@ async def create_task(request: Request, who: Auth, body: Body) -> schemas.TaskEn
     return schemas.TaskEnvelope(task=_summary(task))
 
 
+@router.post("/api/tasks/check", tags=["tasks"], responses=ERRORS, openapi_extra=schemas.body_of(schemas.TaskRequest))
+async def check_task(request: Request, who: Auth, body: Body) -> schemas.Check:
+    """Check a request with exactly the rules of ``POST /api/tasks``, creating nothing.
+
+    The web form calls this as the person types: problems (what a create would refuse) and warnings
+    (what Parallel would remark on), plus the run's price.
+    """
+    if not isinstance(body, dict):
+        raise IntakeError(422, "body: must be a JSON object (a Parallel TaskRunInput)")
+    request_body = dict(body)
+    follow_up_of = request_body.pop("follow_up_of", None)
+    problems, warnings = await asyncio.to_thread(review_request, request_body)
+    if follow_up_of is not None and (not isinstance(follow_up_of, str) or not TASK_ID.fullmatch(follow_up_of)):
+        problems.append({"loc": ["follow_up_of"], "msg": "must be the id of one of your tasks (tsk_...)"})
+    name = request_body.get("processor")
+    processor = get_processor(name) if isinstance(name, str) else None
+    return schemas.Check(
+        ok=not problems,
+        problems=[schemas.Problem.model_validate(p) for p in problems],
+        warnings=[schemas.Warning.model_validate(w) for w in warnings],
+        cost_usd=processor.usd_per_run if processor else None,
+    )
+
+
+@router.get("/api/export", tags=["tasks"], response_class=Response, responses=ERRORS)
+async def export(
+    request: Request,
+    who: Auth,
+    id: Annotated[list[str], Query(max_length=40)],
+    format: Annotated[ExportFormat, Query()] = "csv",
+) -> Response:
+    """Several tasks' inputs, outputs and basis as CSV, JSON or JSON Lines (``?id=…&id=…``, at most 1,000)."""
+    if len(id) > MAX_EXPORT:
+        raise _problem(["query", "id"], f"{len(id)} tasks; export at most {MAX_EXPORT} at a time")
+    for task_id in id:
+        if not TASK_ID.fullmatch(task_id):
+            raise _problem(["query", "id"], f"{task_id[:40]!r} is not a task id (tsk_...)")
+    engine = _engine(request)
+    found = {t.id: t for t in await engine.db(engine.store.get_tasks, list(dict.fromkeys(id)))}
+    tasks = [found[i] for i in dict.fromkeys(id) if i in found and found[i].owner == who.owner]
+    if len(tasks) < len(set(id)):
+        missing = next(i for i in id if i not in found or found[i].owner != who.owner)
+        raise HTTPException(404, f"No task {missing!r} for this API key.")
+    body = await asyncio.to_thread(export_tasks, tasks, format)
+    return Response(
+        body,
+        media_type=EXPORT_FORMATS[format],
+        headers={"content-disposition": f'attachment; filename="taskdeck-{len(tasks)}-tasks.{format}"'},
+    )
+
+
 @router.get("/api/tasks", tags=["tasks"], responses=ERRORS)
 async def list_tasks(
     request: Request,
@@ -204,23 +258,47 @@ async def list_tasks(
     q: Annotated[str | None, Query(max_length=200)] = None,
     cursor: Annotated[str | None, Query(max_length=60)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    order: Annotated[Order, Query()] = "newest",
 ) -> schemas.TaskList:
-    """The key's tasks, newest first, filtered by status, processor and text; ``cursor`` pages on."""
+    """The key's tasks, newest (or oldest) first, filtered by status, processor and text; ``cursor`` pages on."""
+    page, next_cursor = await list_page(
+        request, who, statuses=status, processor=processor, q=q, cursor=cursor, limit=limit, order=order
+    )
+    return schemas.TaskList(tasks=[_summary(t) for t in page], next_cursor=next_cursor)
+
+
+async def list_page(
+    request: Request,
+    who: Caller,
+    *,
+    statuses: list[TaskStatus] | None,
+    processor: str | None,
+    q: str | None,
+    cursor: str | None,
+    limit: int,
+    order: Order,
+) -> tuple[list[Task], str | None]:
+    """One page of the key's tasks and the cursor of the next (shared by the API and the home page)."""
     if processor is not None and processor not in PROCESSORS:
         raise _problem(["query", "processor"], f"unknown processor; one of {', '.join(PROCESSORS)}")
     if q is not None and (problem := text_problem(q)) is not None:
         raise _problem(["query", "q"], problem)
     engine = _engine(request)
     before = _parse_cursor(cursor)
-    statuses = [s.value for s in status] if status else None
+    names = [s.value for s in statuses] if statuses else None
     tasks = await engine.db(
         lambda: engine.store.list_tasks(
-            who.owner, statuses=statuses, processor=processor, text=q or None, limit=limit + 1, before=before
+            who.owner,
+            statuses=names,
+            processor=processor,
+            text=q or None,
+            limit=limit + 1,
+            before=before,
+            oldest_first=order == "oldest",
         )
     )
     page, more = tasks[:limit], len(tasks) > limit
-    next_cursor = f"{page[-1].created_at!r}:{page[-1].id}" if more and page else None
-    return schemas.TaskList(tasks=[_summary(t) for t in page], next_cursor=next_cursor)
+    return page, f"{page[-1].created_at!r}:{page[-1].id}" if more and page else None
 
 
 def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
@@ -293,10 +371,18 @@ async def track_run(request: Request, who: Auth, body: Body) -> schemas.TaskEnve
 async def task_json(request: Request, who: Auth, task_id: str) -> Response:
     """The complete task: request (and code to repeat it), run, result and whole event history."""
     task = await _own_task(request, who, task_id)
+    # Serialised directly: validating 5,000 events through the model would only cost time.
+    return JSONResponse(await full_task(request, task))
+
+
+async def full_task(request: Request, task: Task) -> dict[str, Any]:
+    """The task page's data: the task, its events and follow-ups (built off the event loop)."""
     engine = _engine(request)
     events = await engine.db(engine.store.events, task.id)
-    # Serialised directly: validating 5,000 events through the model would only cost time.
-    return JSONResponse(task_page(task, events))
+    follow_ups = await engine.db(
+        lambda: engine.store.list_tasks(task.owner, follow_up_of=task.id, limit=200, oldest_first=True)
+    )
+    return await asyncio.to_thread(task_page, task, events, follow_ups)
 
 
 @router.get("/task/{task_id}.csv", tags=["tasks"], response_class=Response, responses=ERRORS)
@@ -397,3 +483,7 @@ async def _event_stream(request: Request, who: Caller, task_id: str, after: int)
                 if item.changes.get("deleted") or (isinstance(status, str) and TaskStatus(status).is_terminal):
                     yield "event: end\ndata: {}\n\n"
                     return
+                if isinstance(status, str):
+                    # Taskdeck's own status (queued → running …), which upstream state events only
+                    # give at the start and the end of a run.
+                    yield f"event: status\ndata: {json.dumps({'status': status})}\n\n"

@@ -6,21 +6,21 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from taskdeck import __version__
 from taskdeck.config import Settings
 from taskdeck.engine import Engine, IntakeError
 from taskdeck.web.api import router
+from taskdeck.web.assets import router as assets_router
 from taskdeck.web.guard import Guard
+from taskdeck.web.pages import not_found_page, wants_page
 from taskdeck.web.pages import router as pages_router
 from taskdeck.web.sessions import Sessions
 
@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
     app.state.closing = asyncio.Event()
     app.include_router(router)
     app.include_router(pages_router)
-    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    app.include_router(assets_router)
     app.add_middleware(Guard, settings=settings)
 
     def openapi() -> dict[str, Any]:
@@ -111,7 +111,9 @@ def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
         return JSONResponse({"error": {"message": exc.message, "problems": exc.problems}}, status_code=exc.status)
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404 and wants_page(request):
+            return await not_found_page(request)
         return JSONResponse({"error": {"message": exc.detail}}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

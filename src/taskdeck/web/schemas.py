@@ -15,6 +15,7 @@ from taskdeck.models import TaskStatus
 from taskdeck.processors import processor_names
 
 __all__ = [
+    "Check",
     "CsrfToken",
     "ErrorBody",
     "EventView",
@@ -143,10 +144,12 @@ class TaskSummary(BaseModel):
     run_id: str | None
     created_at: str | None
     completed_at: str | None
+    submitted_at: str | None = Field(description="When the create was sent to Parallel")
     duration_seconds: float | None
     progress_meter: float | None
-    cost_usd: float | None
+    cost_usd: float | None = Field(description="What Parallel bills for the run; null when no run was created")
     message: str | None
+    follow_up_of: str | None = Field(description="The task this one follows up, if any")
     urls: dict[str, str]
 
 
@@ -157,6 +160,21 @@ class TaskEnvelope(BaseModel):
 class TaskList(BaseModel):
     tasks: list[TaskSummary]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
+
+
+class Warning(BaseModel):
+    type: str
+    message: str
+    detail: dict[str, Any] | None = None
+
+
+class Check(BaseModel):
+    """What ``POST /api/tasks`` would say about a request, without creating anything."""
+
+    ok: bool = Field(description="True when the request would be accepted")
+    problems: list[Problem] = Field(description="Each field at fault (what the create would answer with 422)")
+    warnings: list[Warning] = Field(description="Non-blocking advice, as Parallel's own warnings")
+    cost_usd: float | None = Field(description="The processor's price per run, when the processor is known")
 
 
 class EventView(BaseModel):
@@ -174,8 +192,6 @@ class TaskPage(TaskSummary):
     interaction_id: str | None
     upstream_status: str | None
     request: dict[str, Any]
-    follow_up_of: str | None
-    submitted_at: str | None
     first_event_at: str | None
     last_event_at: str | None
     warnings: list[dict[str, Any]] | None
@@ -183,4 +199,6 @@ class TaskPage(TaskSummary):
     progress: dict[str, Any] | None
     output: dict[str, Any] | None
     code: dict[str, str] = Field(description="The request as json, curl and python, ready to copy")
+    report_html: str | None = Field(description="A text output rendered from Markdown as sanitised HTML")
+    follow_ups: list[TaskSummary] = Field(description="Tasks that follow this one up, oldest first")
     events: list[EventView]

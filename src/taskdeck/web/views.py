@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from typing import Any
 from taskdeck.models import Event, Task
 from taskdeck.web.snippets import request_code
 
-__all__ = ["event_view", "iso", "safe_cell", "task_csv", "task_page", "task_summary"]
+__all__ = ["compare_page", "event_view", "iso", "safe_cell", "task_csv", "task_page", "task_summary"]
 
 # Cells a spreadsheet would read as a formula (OWASP "CSV injection"): = + - @, tab, carriage return.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -45,10 +46,13 @@ def task_summary(task: Task) -> dict[str, Any]:
         "run_id": task.run_id,
         "created_at": iso(task.created_at),
         "completed_at": iso(task.completed_at),
+        "submitted_at": iso(task.submitted_at),
         "duration_seconds": duration,
         "progress_meter": task.progress_meter,
-        "cost_usd": task.cost_usd,
+        # Billed only once Parallel created the run: a refused create (402, 422) costs nothing.
+        "cost_usd": task.cost_usd if task.run_id else None,
         "message": task.message,
+        "follow_up_of": task.follow_up_of,
         "urls": _urls(task),
     }
 
@@ -65,15 +69,29 @@ def event_view(event: Event) -> dict[str, Any]:
     }
 
 
-def task_page(task: Task, events: list[Event]) -> dict[str, Any]:
+def _report_html(task: Task) -> str | None:
+    output = task.output or {}
+    content = output.get("content")
+    if output.get("type") != "text" or not isinstance(content, str):
+        return None
+    return _render_report(content)
+
+
+@functools.lru_cache(maxsize=64)
+def _render_report(content: str) -> str:
+    # A report never changes once stored, and each view of the page would parse it again.
+    from taskdeck.web.markdown import render_markdown  # markdown-it is loaded on first use only
+
+    return render_markdown(content)
+
+
+def task_page(task: Task, events: list[Event], follow_ups: list[Task] | None = None) -> dict[str, Any]:
     """Everything about one task: the request sent, the run, the result, and the whole event history."""
     return {
         **task_summary(task),
         "interaction_id": task.interaction_id,
         "upstream_status": task.upstream_status,
         "request": task.request,
-        "follow_up_of": task.follow_up_of,
-        "submitted_at": iso(task.submitted_at),
         "first_event_at": iso(task.first_event_at),
         "last_event_at": iso(task.last_event_at),
         "warnings": task.warnings,
@@ -81,6 +99,8 @@ def task_page(task: Task, events: list[Event]) -> dict[str, Any]:
         "progress": task.progress,
         "output": task.output,
         "code": request_code(task.request),
+        "report_html": _report_html(task),
+        "follow_ups": [task_summary(t) for t in follow_ups or []],
         "events": [event_view(e) for e in events],
     }
 
@@ -109,3 +129,43 @@ def task_csv(task: Task) -> str:
     writer.writerow([safe_cell(k) for k in row])
     writer.writerow([safe_cell(v) for v in row.values()])
     return buffer.getvalue()
+
+
+def _fields(task: Task) -> dict[str, Any]:
+    """A result's fields: JSON outputs by key, a text output as one field named ``output``."""
+    output = task.output or {}
+    content = output.get("content")
+    if isinstance(content, dict):
+        return content
+    return {"output": content} if content is not None else {}
+
+
+def compare_page(tasks: list[Task]) -> dict[str, Any]:
+    """Several tasks' results side by side: one row per field, one column per task.
+
+    Each cell holds the value with its confidence and citations, so a person sees what a larger
+    processor buys them on the same question.
+    """
+    fields: list[str] = []
+    for task in tasks:
+        for name in _fields(task):
+            if name not in fields:
+                fields.append(name)
+    rows = []
+    for name in fields:
+        cells = []
+        for task in tasks:
+            values = _fields(task)
+            basis = next((b for b in (task.output or {}).get("basis") or [] if b.get("field") == name), None)
+            cells.append(
+                {
+                    "task_id": task.id,
+                    "present": name in values,
+                    "value": values.get(name),
+                    "confidence": basis.get("confidence") if basis else None,
+                    "citations": basis.get("citations") or [] if basis else [],
+                    "reasoning": basis.get("reasoning") if basis else None,
+                }
+            )
+        rows.append({"field": name, "cells": cells})
+    return {"tasks": [task_summary(t) for t in tasks], "fields": fields, "rows": rows}

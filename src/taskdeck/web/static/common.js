@@ -54,21 +54,75 @@ async function api(method, path, body) {
   let data = null;
   try { data = await resp.json(); } catch (e) { data = null; }
   if (!resp.ok) {
-    const message = (data && data.error && data.error.message) || `HTTP ${resp.status}`;
-    const err = new Error(message);
+    const err = new Error(humanError(resp.status, data));
     err.status = resp.status;
+    err.problems = (data && data.error && data.error.problems) || [];
     throw err;
   }
   return data;
 }
 
+// What a person should read: the API's messages speak to scripts too ("x-api-key header").
+function humanError(status, data) {
+  const message = data && data.error && data.error.message;
+  if (status === 401) return "Enter your Parallel API key above to continue.";
+  if (status === 403) return "This page is out of date. Reload it and try again.";
+  if (status === 413) return "That is too large to send. Shorten the input or the schema.";
+  if (status === 429) return "Too many requests just now. Wait a moment and try again.";
+  if (status >= 500) return "Taskdeck could not do that just now. Try again in a moment.";
+  return message || `The server answered ${status}.`;
+}
+
+function seconds(s) {
+  if (s === null || s === undefined || Number.isNaN(s)) return "—";
+  s = Math.max(0, s);
+  if (s < 60) return `${Math.round(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.round((s % 86400) / 3600)} h`;
+}
+
 function ago(iso) {
   if (!iso) return "—";
-  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
-  if (s < 60) return `${Math.round(s)} s`;
-  if (s < 3600) return `${Math.round(s / 60)} min`;
-  return `${Math.round(s / 3600)} h`;
+  return seconds((Date.now() - Date.parse(iso)) / 1000);
 }
+
+// A time in the reader's zone; the exact UTC value on hover.
+function localTime(iso) {
+  if (!iso) return h("span", { class: "muted" }, "—");
+  const d = new Date(iso);
+  return h("time", { datetime: iso, title: `${d.toISOString()} (UTC)` }, d.toLocaleString());
+}
+
+function fillTime(el, iso) {
+  el.replaceWith(iso ? Object.assign(localTime(iso), { id: el.id }) : Object.assign(h("span", {}, "—"), { id: el.id }));
+}
+
+async function copyText(text, note) {
+  try {
+    await navigator.clipboard.writeText(text);
+    note.textContent = "Copied";
+  } catch (e) {
+    note.textContent = "Copy failed: select the text and copy it";
+  }
+  setTimeout(() => { note.textContent = ""; }, 2000);
+}
+
+// A tab list: one selected tab (aria-selected), the others not; onSelect gets the chosen tab.
+function tabs(buttons, onSelect) {
+  const select = (chosen) => {
+    for (const b of buttons) b.setAttribute("aria-selected", String(b === chosen));
+    onSelect(chosen);
+  };
+  for (const b of buttons) b.addEventListener("click", () => select(b));
+  return select;
+}
+
+function money(usd) {
+  return usd === null || usd === undefined ? "—" : `$${Number(usd).toFixed(3)}`;
+}
+
+const TERMINAL = new Set(["completed", "failed", "rejected", "submit_unknown", "cancelled"]);
 
 (function theme() {
   const saved = localStorage.getItem("taskdeck-theme");

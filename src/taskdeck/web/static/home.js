@@ -1,5 +1,10 @@
 "use strict";
+// The home page: the key, the new-task form (checked as you type with the server's own rules),
+// and the task list (filters, counts, pages and selection all in the URL, live while open).
 
+const data = JSON.parse(document.getElementById("home-data").textContent);
+const params = new URLSearchParams(location.search);
+const selected = new Set();
 const EXAMPLE_SCHEMA = {
   type: "object",
   properties: {
@@ -10,41 +15,256 @@ const EXAMPLE_SCHEMA = {
   required: ["ceo", "founded", "headquarters"],
   additionalProperties: false,
 };
+const MAX_INPUT = 25000;
+const $ = (id) => document.getElementById(id);
 
-async function refreshKey() {
+// -- key -------------------------------------------------------------------------------------
+function nextPath() {
+  const next = params.get("next");
+  // Only a path of this site: "/x", never "//host" or "/\\host".
+  return next && /^\/(?![\/\\])/.test(next) ? next : null;
+}
+
+function showKey(signedIn, mask) {
+  $("key-signed-in").hidden = !signedIn;
+  $("key-form").hidden = signedIn;
+  $("key-mask").textContent = mask || "";
+  $("task-card").hidden = !signedIn;
+  $("list-card").hidden = !signedIn;
+  $("next-note").hidden = !nextPath();
+}
+
+// -- the form --------------------------------------------------------------------------------
+function schemaMode() {
+  return document.querySelector('input[name="schema_mode"]:checked').value;
+}
+
+function inputKind() {
+  return document.querySelector('input[name="input_kind"]:checked').value;
+}
+
+// The form's visible state from its values: run at load and when the page comes back from
+// the back/forward cache, so what is shown is always what would be sent.
+function syncForm() {
+  const opt = $("processor").selectedOptions[0];
+  $("cost").textContent = `$${Number(opt.dataset.price).toFixed(3)}`;
+  const mode = schemaMode();
+  $("schema").hidden = mode === "auto";
+  $("schema-example").hidden = mode !== "json";
+  $("schema").placeholder = mode === "text" ? "A short report on …" : mode === "json" ? '{"type": "object", "properties": {…}}' : "";
+  const n = $("input").value.length;
+  $("input-count").textContent = `${n.toLocaleString()} / ${MAX_INPUT.toLocaleString()} characters`;
+  $("input-count").className = n > MAX_INPUT ? "error small" : "muted small";
+}
+
+class LocalProblem extends Error {
+  constructor(loc, message) { super(message); this.loc = loc; }
+}
+
+function parseJson(text, loc) {
+  try { return JSON.parse(text); } catch (e) { throw new LocalProblem(loc, `is not valid JSON (${e.message})`); }
+}
+
+function buildRequest() {
+  const raw = $("input").value;
+  const body = { processor: $("processor").value, input: inputKind() === "json" ? parseJson(raw, "input") : raw };
+  const mode = schemaMode();
+  const schemaText = $("schema").value;
+  if (mode === "auto") body.task_spec = { output_schema: { type: "auto" } };
+  else if (mode === "text") body.task_spec = { output_schema: { type: "text", description: schemaText } };
+  else body.task_spec = { output_schema: { type: "json", json_schema: parseJson(schemaText, "task_spec.output_schema") } };
+  const split = (v) => v.split(",").map((s) => s.trim()).filter(Boolean);
+  const include = split($("include").value);
+  const exclude = split($("exclude").value);
+  const after = $("after-date").value;
+  if (include.length || exclude.length || after) {
+    body.source_policy = {};
+    if (include.length) body.source_policy.include_domains = include;
+    if (exclude.length) body.source_policy.exclude_domains = exclude;
+    if (after) body.source_policy.after_date = after;
+  }
+  const location_ = $("location").value.trim();
+  if (location_) body.advanced_settings = { location: location_.toLowerCase() };
+  const meta = $("metadata").value.trim();
+  if (meta) body.metadata = parseJson(meta, "metadata");
+  if (!$("enable-events").checked) body.enable_events = false;
+  const hook = $("webhook").value.trim();
+  if (hook) body.webhook = { url: hook, event_types: ["task_run.status"] };
+  const mcp = $("mcp").value.trim();
+  if (mcp) body.mcp_servers = parseJson(mcp, "mcp_servers");
+  const prev = $("previous-interaction").value.trim();
+  if (prev) body.previous_interaction_id = prev;
+  if ($("follow-up-of").value) body.follow_up_of = $("follow-up-of").value;
+  return body;
+}
+
+function showCheck(problems, warnings) {
+  $("check-problems").replaceChildren(...problems.map((p) =>
+    h("li", {}, h("strong", {}, (p.loc || []).join(".") || "request"), ": ", p.msg)));
+  $("check-warnings").replaceChildren(...warnings.map((w) => h("li", {}, w.message)));
+}
+
+let checkSeq = 0;
+let checkTimer = null;
+// Checked with the server's rules (POST /api/tasks/check) a moment after each change.
+function scheduleCheck() {
+  clearTimeout(checkTimer);
+  checkTimer = setTimeout(runCheck, 250);
+}
+
+async function runCheck() {
+  const seq = ++checkSeq;
+  let body;
+  try { body = buildRequest(); } catch (err) {
+    if (err instanceof LocalProblem) { showCheck([{ loc: [err.loc], msg: err.message }], []); return false; }
+    throw err;
+  }
+  if (typeof body.input === "string" && !body.input.trim()) { showCheck([], []); return false; }
   try {
-    const who = await api("GET", "/api/session");
-    document.getElementById("key-mask").textContent = who.key;
-    document.getElementById("key-signed-in").hidden = false;
-    document.getElementById("key-form").hidden = true;
-    return true;
-  } catch (e) {
-    document.getElementById("key-signed-in").hidden = true;
-    document.getElementById("key-form").hidden = false;
+    const out = await api("POST", "/api/tasks/check", body);
+    if (seq === checkSeq) showCheck(out.problems, out.warnings);
+    return out.ok;
+  } catch (err) {
+    if (seq === checkSeq) showCheck(err.problems && err.problems.length ? err.problems : [{ loc: [], msg: err.message }], []);
     return false;
   }
 }
 
-function row(t) {
-  return h("tr", { "data-id": t.id, tabindex: "0", onclick: () => (location.href = `/task/${t.id}`),
-                   onkeydown: (e) => { if (e.key === "Enter") location.href = `/task/${t.id}`; } },
-    h("td", {}, h("span", { class: `badge s-${t.status}` }, t.status)),
-    h("td", {}, t.processor),
-    h("td", { class: "preview" }, t.input_preview),
-    h("td", {}, ago(t.created_at)),
-    h("td", {}, t.duration_seconds === null ? "—" : `${Math.round(t.duration_seconds)} s`),
-    h("td", {}, t.cost_usd === null ? "—" : `$${t.cost_usd.toFixed(3)}`),
-    h("td", {}, h("a", { href: t.urls.json, onclick: (e) => e.stopPropagation() }, "Raw JSON Output")));
+function prefill(source, follow) {
+  const req = source.request || {};
+  if (follow) {
+    $("follow-up-of").value = source.task_id;
+    $("form-title").textContent = "Follow-up";
+    $("prefill-note").textContent = `Follows up “${source.input_preview}”: uses that run's context.`;
+  } else {
+    $("form-title").textContent = "Edit & rerun";
+    $("prefill-note").textContent = `Pre-filled from “${source.input_preview}”. Change what you like and run it as a new task.`;
+  }
+  $("prefill-note").hidden = false;
+  if (req.processor) $("processor").value = req.processor;
+  if (!follow) {
+    const json = req.input !== null && typeof req.input === "object";
+    document.querySelector(`input[name="input_kind"][value="${json ? "json" : "text"}"]`).checked = true;
+    $("input").value = json ? JSON.stringify(req.input, null, 2) : String(req.input ?? "");
+  }
+  const schema = ((req.task_spec || {}).output_schema) || { type: "auto" };
+  const mode = schema.type === "json" ? "json" : schema.type === "text" ? "text" : "auto";
+  document.querySelector(`input[name="schema_mode"][value="${mode}"]`).checked = true;
+  $("schema").value = mode === "json" ? JSON.stringify(schema.json_schema, null, 2) : mode === "text" ? schema.description || "" : "";
+  const policy = req.source_policy || {};
+  $("include").value = (policy.include_domains || []).join(", ");
+  $("exclude").value = (policy.exclude_domains || []).join(", ");
+  $("after-date").value = policy.after_date || "";
+  $("location").value = (req.advanced_settings || {}).location || "";
+  const meta = Object.assign({}, req.metadata || {});
+  delete meta.taskdeck_id;
+  $("metadata").value = Object.keys(meta).length ? JSON.stringify(meta) : "";
+  $("enable-events").checked = req.enable_events !== false;
+  $("webhook").value = (req.webhook || {}).url || "";
+  $("mcp").value = req.mcp_servers ? JSON.stringify(req.mcp_servers) : "";
+  $("previous-interaction").value = req.previous_interaction_id || "";
+  if (policy.after_date || req.advanced_settings || Object.keys(meta).length || req.webhook || req.mcp_servers ||
+      req.previous_interaction_id || req.enable_events === false || policy.include_domains || policy.exclude_domains) {
+    $("more-options").open = true;
+  }
 }
 
-async function loadTasks() {
-  const body = document.querySelector("#tasks tbody");
-  try {
-    const data = await api("GET", "/api/tasks?limit=100");
-    body.replaceChildren(...data.tasks.map(row));
-  } catch (e) {
-    body.replaceChildren();
+// Runs of $1 or more are confirmed first, showing what they cost.
+function confirmCost(price) {
+  const dialog = $("confirm-cost");
+  $("confirm-cost-amount").textContent = `$${price.toFixed(2)}`;
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "run"), { once: true });
+    dialog.showModal();
+    $("confirm-cost-run").focus();
+  });
+}
+
+// -- the list --------------------------------------------------------------------------------
+function listUrl(changes, path = "/") {
+  const next = new URLSearchParams(location.search);
+  for (const k of ["next", "from", "follow"]) next.delete(k);
+  for (const [k, v] of Object.entries(changes)) {
+    next.delete(k);
+    for (const one of [].concat(v)) if (one !== null && one !== undefined && one !== "") next.append(k, one);
   }
+  if (!("cursor" in changes)) next.delete("cursor");  // a new filter starts at the first page
+  const qs = next.toString();
+  return path + (qs ? `?${qs}` : "") + "#list-card";
+}
+
+function progressCell(t) {
+  if (t.status !== "running" && t.status !== "queued") return "";
+  const pct = Math.round(Number(t.progress_meter || 0));
+  return h("span", { class: "row-progress", title: `${pct} %` },
+    h("progress", { max: "100", value: String(pct), "aria-label": `Progress ${pct} %` }), ` ${pct} %`);
+}
+
+function durationOf(t) {
+  if (t.duration_seconds !== null && t.duration_seconds !== undefined) return seconds(t.duration_seconds);
+  if (!TERMINAL.has(t.status) && t.submitted_at) return `${ago(t.submitted_at)} so far`;
+  return "—";
+}
+
+function row(t) {
+  const box = h("input", { type: "checkbox", class: "pick", "aria-label": `Select ${t.input_preview}`, "data-id": t.id });
+  box.checked = selected.has(t.id);
+  box.addEventListener("change", () => { if (box.checked) selected.add(t.id); else selected.delete(t.id); showBulk(); });
+  return h("tr", { "data-id": t.id, "data-status": t.status },
+    h("td", {}, box),
+    h("td", { class: "status-cell" }, h("span", { class: `badge s-${t.status}` }, t.status.replace("_", " ")), progressCell(t)),
+    h("td", { class: "preview" }, h("a", { href: t.urls.page, title: t.input_preview }, t.input_preview || t.id)),
+    h("td", { class: "wide" }, t.processor),
+    h("td", { class: "wide age", "data-at": t.created_at, title: t.created_at ? `${new Date(t.created_at).toLocaleString()} (${t.created_at})` : "" }, ago(t.created_at)),
+    h("td", { class: "wide dur" }, durationOf(t)),
+    h("td", { class: "wide" }, money(t.cost_usd)));
+}
+
+function renderChips() {
+  const active = new Set(data.filters.status);
+  const chip = (label, value, count) => {
+    const on = value === null ? active.size === 0 : active.has(value);
+    return h("a", { class: `chip${on ? " on" : ""}`, href: listUrl({ status: value === null ? [] : value }),
+                    "aria-current": on ? "true" : null, "data-status": value || "all" },
+      `${label} `, h("span", { class: "count" }, String(count)));
+  };
+  const order = ["running", "queued", "pending", "submitting", "completed", "failed", "rejected", "submit_unknown", "action_required", "cancelling", "cancelled"];
+  const chips = [chip("All", null, data.total)];
+  for (const s of order) if (data.counts[s]) chips.push(chip(s.replace("_", " "), s, data.counts[s]));
+  $("status-chips").replaceChildren(...chips);
+  $("total").textContent = `${data.total.toLocaleString()} in all`;
+}
+
+function renderList() {
+  const body = document.querySelector("#tasks tbody");
+  body.replaceChildren(...data.tasks.map(row));
+  $("empty").hidden = data.tasks.length > 0;
+  $("empty").textContent = data.total ? "No task matches these filters." : "No tasks yet: run one above.";
+  renderChips();
+  const f = data.filters;
+  $("q").value = f.q || "";
+  $("filter-processor").value = f.processor || "";
+  $("order").value = f.order || "newest";
+  $("next-page").hidden = !data.next_cursor;
+  if (data.next_cursor) $("next-page").href = listUrl({ cursor: data.next_cursor });
+  $("first-page").hidden = !f.cursor;
+  $("first-page").href = listUrl({});
+  showBulk();
+}
+
+function showBulk() {
+  $("bulk").hidden = selected.size === 0;
+  $("bulk-count").textContent = `${selected.size} selected`;
+  $("bulk-compare").disabled = selected.size < 2 || selected.size > 6;
+  const boxes = [...document.querySelectorAll("#tasks input.pick")];
+  $("select-all").checked = boxes.length > 0 && boxes.every((b) => b.checked);
+}
+
+function matchesFilters(t) {
+  const f = data.filters;
+  if (f.cursor || f.order === "oldest" || f.q) return false;  // only the live head of the list grows
+  if (f.status.length && !f.status.includes(t.status)) return false;
+  return !f.processor || f.processor === t.processor;
 }
 
 function watchTasks() {
@@ -53,141 +273,154 @@ function watchTasks() {
     const t = JSON.parse(e.data);
     const body = document.querySelector("#tasks tbody");
     const old = body.querySelector(`tr[data-id="${CSS.escape(t.id)}"]`);
-    if (old) old.replaceWith(row(t)); else body.prepend(row(t));
+    const before = old ? old.dataset.status : null;
+    if (before !== t.status) {
+      if (before) data.counts[before] = Math.max(0, (data.counts[before] || 1) - 1);
+      else data.total += 1;
+      data.counts[t.status] = (data.counts[t.status] || 0) + 1;
+      renderChips();
+    }
+    if (old) old.replaceWith(row(t));
+    else if (matchesFilters(t)) { body.prepend(row(t)); $("empty").hidden = true; }
   });
   source.addEventListener("removed", (e) => {
     const { id } = JSON.parse(e.data);
     const old = document.querySelector(`#tasks tbody tr[data-id="${CSS.escape(id)}"]`);
-    if (old) old.remove();
-  });
-}
-
-function updateCost() {
-  const opt = document.getElementById("processor").selectedOptions[0];
-  document.getElementById("cost").textContent = `$${Number(opt.dataset.price).toFixed(3)}`;
-}
-
-function schemaMode() {
-  return document.querySelector('input[name="schema_mode"]:checked').value;
-}
-
-function checkSchema() {
-  const error = document.getElementById("schema-error");
-  error.textContent = "";
-  if (schemaMode() !== "json") return true;
-  try {
-    const schema = JSON.parse(document.getElementById("schema").value);
-    if (schema.type !== "object" || typeof schema.properties !== "object") {
-      error.textContent = 'The schema\'s root must be {"type": "object", "properties": {...}}.';
-      return false;
+    if (old) {
+      data.counts[old.dataset.status] = Math.max(0, (data.counts[old.dataset.status] || 1) - 1);
+      data.total = Math.max(0, data.total - 1);
+      old.remove();
+      selected.delete(id);
+      renderChips();
+      showBulk();
     }
-  } catch (e) {
-    error.textContent = `Not valid JSON: ${e.message}`;
-    return false;
-  }
-  return true;
-}
-
-function buildRequest() {
-  const form = document.getElementById("task-form");
-  const raw = document.getElementById("input").value;
-  const kind = form.querySelector('input[name="input_kind"]:checked').value;
-  const body = { processor: document.getElementById("processor").value, input: kind === "json" ? JSON.parse(raw) : raw };
-  const mode = schemaMode();
-  const schemaText = document.getElementById("schema").value;
-  if (mode === "auto") body.task_spec = { output_schema: { type: "auto" } };
-  else if (mode === "text") body.task_spec = { output_schema: { type: "text", description: schemaText } };
-  else body.task_spec = { output_schema: { type: "json", json_schema: JSON.parse(schemaText) } };
-  const split = (v) => v.split(",").map((s) => s.trim()).filter(Boolean);
-  const include = split(document.getElementById("include").value);
-  const exclude = split(document.getElementById("exclude").value);
-  if (include.length || exclude.length) body.source_policy = { include_domains: include, exclude_domains: exclude };
-  const meta = document.getElementById("metadata").value.trim();
-  if (meta) body.metadata = JSON.parse(meta);
-  return body;
-}
-
-// Runs of $1 or more are confirmed first, showing what they cost.
-function confirmCost(price) {
-  const dialog = document.getElementById("confirm-cost");
-  document.getElementById("confirm-cost-amount").textContent = `$${price.toFixed(2)}`;
-  return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "run"), { once: true });
-    dialog.showModal();
-    document.getElementById("confirm-cost-run").focus();
   });
 }
 
-document.addEventListener("DOMContentLoaded", async () => {
-  updateCost();
-  document.getElementById("processor").addEventListener("change", updateCost);
-  for (const radio of document.querySelectorAll('input[name="schema_mode"]')) {
-    radio.addEventListener("change", () => {
-      const mode = schemaMode();
-      document.getElementById("schema").hidden = mode === "auto";
-      document.getElementById("schema-example").hidden = mode !== "json";
-      document.getElementById("schema").placeholder = mode === "text" ? "A short report on ..." : "";
-      checkSchema();
-    });
+// Ages and running durations move on while the page is open.
+function tick() {
+  for (const cell of document.querySelectorAll("#tasks td.age")) cell.textContent = ago(cell.dataset.at);
+  for (const t of data.tasks) {
+    const tr = document.querySelector(`#tasks tbody tr[data-id="${CSS.escape(t.id)}"]`);
+    if (tr && !TERMINAL.has(tr.dataset.status) && t.submitted_at) tr.querySelector("td.dur").textContent = `${ago(t.submitted_at)} so far`;
   }
-  document.getElementById("schema").addEventListener("input", checkSchema);
-  document.getElementById("schema-example").addEventListener("click", () => {
-    document.getElementById("schema").value = JSON.stringify(EXAMPLE_SCHEMA, null, 2);
-    checkSchema();
+}
+
+async function bulk(method, pathOf, verb) {
+  const ids = [...selected];
+  let ok = 0;
+  const failed = [];
+  for (const id of ids) {
+    try { await api(method, pathOf(id)); ok += 1; } catch (err) { failed.push(err.message); }
+  }
+  $("bulk-note").textContent = `${verb} ${ok} of ${ids.length}.` + (failed.length ? ` Not done: ${failed[0]}` : "");
+  return ok;
+}
+
+// -- wiring ----------------------------------------------------------------------------------
+document.addEventListener("DOMContentLoaded", () => {
+  showKey(data.signed_in, data.key);
+  if (data.prefill) prefill(data.prefill, params.get("follow") === "1");
+  syncForm();
+  window.addEventListener("pageshow", syncForm);
+  for (const el of document.querySelectorAll("#task-form input, #task-form select, #task-form textarea")) {
+    el.addEventListener("input", () => { syncForm(); scheduleCheck(); });
+    el.addEventListener("change", () => { syncForm(); scheduleCheck(); });
+  }
+  $("schema-example").addEventListener("click", () => {
+    $("schema").value = JSON.stringify(EXAMPLE_SCHEMA, null, 2);
+    syncForm();
+    scheduleCheck();
   });
-  document.getElementById("key-form").addEventListener("submit", async (e) => {
+  if (data.prefill) scheduleCheck();
+
+  $("key-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    const error = document.getElementById("key-error");
-    error.textContent = "";
+    $("key-error").textContent = "";
+    const key = $("api-key").value.trim();
+    if (!key) { $("key-error").textContent = "Enter your Parallel API key."; return; }
     try {
-      const session = await api("POST", "/api/session", { api_key: document.getElementById("api-key").value });
+      const session = await api("POST", "/api/session", { api_key: key });
       setCsrfToken(session.csrf_token);
-      document.getElementById("api-key").value = "";
-      await refreshKey();
-      await loadTasks();
-      watchTasks();
+      $("api-key").value = "";
+      location.assign(nextPath() || "/");
     } catch (err) {
-      error.textContent = err.message;
+      $("key-error").textContent = err.status === 401 ? "Parallel refused this key. Copy it again and retry." : err.message;
     }
   });
-  document.getElementById("forget-key").addEventListener("click", async () => {
+  $("forget-key").addEventListener("click", async () => {
     const out = await api("DELETE", "/api/session");
     setCsrfToken(out.csrf_token);
-    await refreshKey();
-    document.querySelector("#tasks tbody").replaceChildren();
+    location.assign("/");
   });
-  document.getElementById("erase-key").addEventListener("click", async () => {
-    const result = document.getElementById("erase-result");
+  $("erase-key").addEventListener("click", async () => {
     try {
       const out = await api("DELETE", "/api/key");
       const token = await api("GET", "/api/csrf");
       setCsrfToken(token.csrf_token);
-      await refreshKey();
-      document.querySelector("#tasks tbody").replaceChildren();
-      document.getElementById("key-note").textContent =
-        `Key erased from this server; ${out.runs_no_longer_followed} active run(s) are no longer followed.`;
+      showKey(false, null);
+      $("key-note").textContent = `Key erased from this server; ${out.runs_no_longer_followed} active run(s) are no longer followed.`;
     } catch (err) {
-      result.textContent = err.message;
+      $("erase-result").textContent = err.message;
     }
   });
-  document.getElementById("task-form").addEventListener("submit", async (e) => {
+
+  $("task-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    const error = document.getElementById("task-error");
-    error.textContent = "";
-    if (!checkSchema()) return;
-    let body;
-    try { body = buildRequest(); } catch (err) { error.textContent = `Not valid JSON: ${err.message}`; return; }
-    const price = Number(document.getElementById("processor").selectedOptions[0].dataset.price);
+    $("task-error").textContent = "";
+    if (!$("input").value.trim()) { $("task-error").textContent = "Enter the question or the input of the task."; $("input").focus(); return; }
+    if (!(await runCheck())) { $("task-error").textContent = "Fix the problems listed above, then run the task."; return; }
+    const body = buildRequest();
+    const price = Number($("processor").selectedOptions[0].dataset.price);
     if (price >= 1 && !(await confirmCost(price))) return;
     try {
       const created = await api("POST", "/api/tasks", body);
-      location.href = `/task/${created.task.id}`;
+      location.assign(created.task.urls.page);
     } catch (err) {
-      error.textContent = err.message;
+      $("task-error").textContent = err.message;
+      if (err.problems.length) showCheck(err.problems, []);
     }
   });
-  if (await refreshKey()) {
-    await loadTasks();
+  $("track-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    $("track-error").textContent = "";
+    try {
+      const out = await api("POST", "/api/track", { run_id: $("track-run").value.trim() });
+      location.assign(out.task.urls.page);
+    } catch (err) {
+      $("track-error").textContent = err.message;
+    }
+  });
+
+  $("filters").addEventListener("submit", (e) => {
+    e.preventDefault();
+    location.assign(listUrl({ q: $("q").value.trim(), processor: $("filter-processor").value, order: $("order").value }));
+  });
+  for (const id of ["filter-processor", "order"]) {
+    $(id).addEventListener("change", () => $("filters").requestSubmit());
+  }
+  $("select-all").addEventListener("change", () => {
+    for (const box of document.querySelectorAll("#tasks input.pick")) {
+      box.checked = $("select-all").checked;
+      if (box.checked) selected.add(box.dataset.id); else selected.delete(box.dataset.id);
+    }
+    showBulk();
+  });
+  $("bulk-compare").addEventListener("click", () => location.assign(`/compare?${[...selected].map((i) => `id=${i}`).join("&")}`));
+  $("bulk-export").addEventListener("click", () => {
+    location.assign(`/api/export?format=${$("bulk-format").value}&${[...selected].map((i) => `id=${i}`).join("&")}`);
+  });
+  $("bulk-delete").addEventListener("click", async () => {
+    if (!confirm(`Delete ${selected.size} task(s)? Runs already created at Parallel go on and are billed.`)) return;
+    await bulk("DELETE", (id) => `/api/tasks/${id}`, "Deleted");
+  });
+  $("bulk-resubmit").addEventListener("click", async () => {
+    await bulk("POST", (id) => `/api/tasks/${id}/resubmit`, "Resubmitted");
+  });
+
+  if (data.signed_in) {
+    renderList();
     watchTasks();
+    setInterval(tick, 10000);
   }
 });

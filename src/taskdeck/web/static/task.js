@@ -1,76 +1,97 @@
 "use strict";
+// The task page: the question, live status and progress, reasoning, sources, the result (table
+// with citations, or a report), warnings and errors with what to do next, the request as code.
 
-const task = JSON.parse(document.getElementById("task-data").textContent);
+let task = JSON.parse(document.getElementById("task-data").textContent);
 let lastSeq = Math.max(0, ...task.events.map((e) => e.seq));
+const $ = (id) => document.getElementById(id);
+let messages = 0;
 
-// -- Markdown, rendered as DOM nodes (headings, lists, tables, bold, code, http(s) links) ------
-function inline(text) {
-  const out = [];
-  const re = /\*\*([^*]+)\*\*|`([^`]+)`|\[([^\]]+)\]\(([^)\s]+)\)|(?<![\w])_([^_]+)_(?![\w])/g;
-  let at = 0;
-  for (const m of text.matchAll(re)) {
-    if (m.index > at) out.push(text.slice(at, m.index));
-    if (m[1] !== undefined) out.push(h("strong", {}, m[1]));
-    else if (m[2] !== undefined) out.push(h("code", {}, m[2]));
-    else if (m[5] !== undefined) out.push(h("em", {}, m[5]));
-    else out.push(link(m[4], m[3]));
-    at = m.index + m[0].length;
-  }
-  if (at < text.length) out.push(text.slice(at));
-  return out;
-}
+// What each ending means and what the person can do about it.
+const HELP = {
+  pending: "Stored; it is sent to Parallel in a moment.",
+  submitting: "Being created at Parallel.",
+  queued: "Created at Parallel, waiting to start.",
+  running: "Parallel is working on it. You can close this page: Taskdeck keeps following the run.",
+  completed: "Done.",
+  failed: "Parallel could not finish this run. Resubmit it, or edit it (another processor, a simpler schema) and run again.",
+  rejected: "Parallel refused to create this run, so nothing was billed. Fix what the message says, then Edit & rerun.",
+  submit_unknown: "Taskdeck could not tell whether Parallel created this run. Check your Parallel dashboard before you resubmit: a resubmit is a new, billed run.",
+  cancelled: "The run was cancelled.",
+};
+const RESUBMITTABLE = new Set(["failed", "rejected", "submit_unknown"]);
 
-function markdown(source) {
-  const root = h("div", { class: "markdown" });
-  const lines = String(source).split("\n");
-  let i = 0;
-  while (i < lines.length) {
-    const line = lines[i];
-    const heading = /^(#{1,6})\s+(.*)$/.exec(line);
-    if (heading) { root.append(h(`h${Math.min(6, heading[1].length + 2)}`, {}, inline(heading[2]))); i++; continue; }
-    if (/^\s*[-*]\s+/.test(line)) {
-      const ul = h("ul", {});
-      while (i < lines.length && /^\s*[-*]\s+/.test(lines[i])) { ul.append(h("li", {}, inline(lines[i].replace(/^\s*[-*]\s+/, "")))); i++; }
-      root.append(ul); continue;
-    }
-    if (line.startsWith("|")) {
-      const table = h("table", { class: "md-table" });
-      const rows = [];
-      while (i < lines.length && lines[i].startsWith("|")) { rows.push(lines[i]); i++; }
-      rows.filter((r) => !/^\|(\s*:?-+:?\s*\|)+\s*$/.test(r)).forEach((r, n) => {
-        const cells = r.replace(/^\||\|$/g, "").split("|").map((c) => c.trim());
-        table.append(h("tr", {}, cells.map((c) => h(n === 0 ? "th" : "td", {}, inline(c)))));
-      });
-      root.append(table); continue;
-    }
-    if (line.trim()) root.append(h("p", {}, inline(line)));
-    i++;
-  }
-  return root;
-}
-
-// -- pieces of the page ---------------------------------------------------------------------
+// -- status, times, problems -----------------------------------------------------------------
 function setStatus(status) {
-  const badge = document.getElementById("status");
-  badge.textContent = status;
+  task.status = status;
+  const badge = $("status");
+  badge.textContent = status.replace("_", " ");
   badge.className = `badge s-${status}`;
+  $("status-help").textContent = HELP[status] || "";
+  $("resubmit").hidden = !RESUBMITTABLE.has(status);
+  const ended = TERMINAL.has(status);
+  $("follow-card").hidden = status !== "completed";
+  if (ended && status !== "completed") $("no-result").textContent = "This run ended without a result.";
+  if (status === "completed") $("meter").value = 100;
+  showDuration();
 }
 
+function showDuration() {
+  if (task.duration_seconds !== null && task.duration_seconds !== undefined) {
+    $("duration-label").textContent = "Duration";
+    $("duration").textContent = seconds(task.duration_seconds);
+  } else if (!TERMINAL.has(task.status) && task.submitted_at) {
+    $("duration-label").textContent = "Elapsed";
+    $("duration").textContent = ago(task.submitted_at);
+  } else {
+    $("duration").textContent = "—";
+  }
+}
+
+function showProblem(t) {
+  const box = $("problem");
+  const lines = [];
+  if (t.error) lines.push(`Parallel reported: ${t.error.message || JSON.stringify(t.error)}`);
+  if (t.message) lines.push(t.message);
+  box.replaceChildren(...lines.map((l) => h("p", {}, l)));
+  box.hidden = lines.length === 0;
+}
+
+function showWarnings(warnings) {
+  $("warnings").replaceChildren(...(warnings || []).map((w) => h("li", {}, String(w.message || JSON.stringify(w)))));
+}
+
+// -- events ----------------------------------------------------------------------------------
 function addMessage(ev) {
+  const list = $("timeline");
+  // Follow new messages only when the reader is already at the bottom (never yank them away).
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   const kind = ev.type.replace("task_run.progress_msg.", "");
-  const when = ev.data && ev.data.timestamp ? new Date(ev.data.timestamp).toLocaleTimeString() : "";
-  document.getElementById("timeline").append(
-    h("li", {}, h("span", { class: "kind" }, kind), " ", h("time", {}, when), " ", String((ev.data && ev.data.message) || "")));
+  const at = ev.data && ev.data.timestamp;
+  list.append(h("li", {}, h("span", { class: "kind" }, kind), " ", at ? localTime(at) : "", " ",
+    String((ev.data && ev.data.message) || "")));
+  messages += 1;
+  $("message-count").textContent = `${messages}`;
+  if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
 function setStats(data) {
   const stats = data.source_stats || {};
-  document.getElementById("considered").textContent = stats.num_sources_considered ?? 0;
-  document.getElementById("read").textContent = stats.num_sources_read ?? 0;
-  document.getElementById("meter").value = Number(data.progress_meter || 0);
-  document.getElementById("sources").replaceChildren(...(stats.sources_read_sample || []).map((u) => h("li", {}, link(u))));
+  $("considered").textContent = stats.num_sources_considered ?? 0;
+  $("read").textContent = stats.num_sources_read ?? 0;
+  if (data.progress_meter !== undefined) $("meter").value = Number(data.progress_meter || 0);
+  $("sources").replaceChildren(...(stats.sources_read_sample || []).map((u) => h("li", {}, link(u))));
 }
 
+function absorb(ev) {
+  if (ev.type.startsWith("task_run.progress_msg.")) addMessage(ev);
+  else if (ev.type === "task_run.progress_stats" && ev.data) setStats(ev.data);
+  else if (ev.type === "taskdeck.submitted" && ev.data) $("run-id").textContent = ev.data.run_id;
+  // Upstream state events only mark the start and the end of a run; the badge shows Taskdeck's
+  // own status, which the stream sends as `status` events.
+}
+
+// -- the result ------------------------------------------------------------------------------
 function confidence(level) {
   return level ? h("span", { class: `badge c-${String(level).toLowerCase()}` }, String(level)) : "";
 }
@@ -108,84 +129,111 @@ function jsonTree(value, key) {
   return h("div", { class: "json-leaf" }, label, h("span", { class: "json-value" }, JSON.stringify(value)));
 }
 
+function report(html) {
+  const div = h("div", { class: "markdown report" });
+  // The one place HTML is inserted: built by the server with markdown-it (raw HTML off) and
+  // sanitised by nh3 with an allow-list (http(s) links only, no attributes that run anything).
+  div.innerHTML = html;
+  return div;
+}
+
 function renderResult(t) {
-  const table = document.getElementById("result-table");
-  const json = document.getElementById("result-json");
-  if (t.error) document.getElementById("task-error").textContent = `Parallel reported an error: ${t.error.message || JSON.stringify(t.error)}`;
-  if (t.message) document.getElementById("task-error").textContent = t.message;
-  if (!t.output) return;
-  json.replaceChildren(jsonTree(t.output));
+  showProblem(t);
+  showWarnings(t.warnings);
+  const has = !!t.output;
+  $("result-card").hidden = !has && TERMINAL.has(t.status);
+  for (const id of ["download-json", "download-csv"]) $(id).hidden = !has;
+  if (!has) return;
+  $("result-json").replaceChildren(jsonTree(t.output));
   const byField = Object.fromEntries((t.output.basis || []).map((b) => [b.field, b]));
   if (t.output.type === "text") {
-    table.replaceChildren(markdown(t.output.content), basisNode(byField.output));
+    $("result-table").replaceChildren(t.report_html ? report(t.report_html) : h("p", {}, String(t.output.content)), basisNode(byField.output));
   } else {
-    table.replaceChildren(h("table", { class: "result" },
+    $("result-table").replaceChildren(h("div", { class: "scroll-x" }, h("table", { class: "result" },
       h("thead", {}, h("tr", {}, h("th", {}, "Field"), h("th", {}, "Value"), h("th", {}, "Sources and confidence"))),
       h("tbody", {}, Object.entries(t.output.content || {}).map(([k, v]) =>
-        h("tr", {}, h("th", {}, k), h("td", {}, valueNode(v)), h("td", {}, basisNode(byField[k])))))));
+        h("tr", {}, h("th", {}, k), h("td", {}, valueNode(v)), h("td", {}, basisNode(byField[k]))))))));
   }
-  const blob = new Blob([JSON.stringify(t.output, null, 2)], { type: "application/json" });
-  const dj = document.getElementById("download-json");
-  dj.href = URL.createObjectURL(blob);
+  const dj = $("download-json");
+  dj.href = URL.createObjectURL(new Blob([JSON.stringify(t.output, null, 2)], { type: "application/json" }));
   dj.download = `${t.id}.json`;
-  const dc = document.getElementById("download-csv");
-  dc.href = t.urls.csv;  // built by the server: the same bytes for the browser and for scripts
-  dc.download = `${t.id}.csv`;
+  $("download-csv").href = t.urls.csv;  // built by the server: the same bytes for the browser and for scripts
+  $("download-csv").download = `${t.id}.csv`;
 }
 
-function showRequest(kind) {
-  // The server generates the code (real serialisers, proper quoting): shown as text, never run here.
-  document.getElementById("request-code").textContent = task.code[kind];
+function renderFollowUps(list) {
+  $("follow-ups").replaceChildren(...list.map((f) => h("li", {},
+    h("span", { class: `badge s-${f.status}` }, f.status), " ", h("a", { href: f.urls.page }, f.input_preview || f.id),
+    h("span", { class: "muted" }, ` · ${f.processor}`))));
 }
 
-function absorb(ev) {
-  if (ev.type.startsWith("task_run.progress_msg.")) addMessage(ev);
-  else if (ev.type === "task_run.progress_stats" && ev.data) setStats(ev.data);
-  else if (ev.type === "task_run.state" && ev.data && ev.data.run) setStatus(ev.data.run.status);
-  else if (ev.type === "taskdeck.submitted" && ev.data) document.getElementById("run-id").textContent = ev.data.run_id;
+function applyFacts(t) {
+  setStatus(t.status);
+  fillTime($("created"), t.created_at);
+  fillTime($("completed"), t.completed_at);
+  if (t.run_id) $("run-id").textContent = t.run_id;
+  $("cost").textContent = t.cost_usd === null ? "none: no run was created" : money(t.cost_usd);
+  renderResult(t);
+  renderFollowUps(t.follow_ups || []);
 }
 
-async function reload() {
-  const fresh = await api("GET", `/task/${task.id}.json`);
-  setStatus(fresh.status);
-  document.getElementById("completed").textContent = fresh.completed_at || "—";
-  renderResult(fresh);
+let reloading = null;
+// Once per ending: the stream's `end` (and a terminal `status`) both lead here.
+function reload() {
+  reloading = reloading || api("GET", task.urls.json).then((fresh) => { task = fresh; applyFacts(fresh); });
+  return reloading;
 }
 
+// -- wiring ----------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
-  setStatus(task.status);
-  task.events.forEach(absorb);
+  for (const ev of task.events) absorb(ev);
   if (task.progress) setStats(task.progress);
-  renderResult(task);
-  showRequest("json");
-  for (const kind of ["json", "curl", "python"]) {
-    document.getElementById(`req-${kind}`).addEventListener("click", () => showRequest(kind));
-  }
-  document.getElementById("tab-table").addEventListener("click", () => {
-    document.getElementById("result-table").hidden = false; document.getElementById("result-json").hidden = true;
+  applyFacts(task);
+  const sel = $("follow-processor");
+  for (const opt of ["lite", "base", "core", "pro", "ultra"]) sel.append(h("option", { value: opt, selected: opt === task.processor ? true : null }, opt));
+  if (![...sel.options].some((o) => o.value === task.processor)) sel.prepend(h("option", { value: task.processor, selected: true }, task.processor));
+
+  const showRequest = tabs(["req-json", "req-curl", "req-python"].map($), (b) => {
+    // The server generates the code (real serialisers, proper quoting): shown as text, never run here.
+    $("request-code").textContent = task.code[b.id.replace("req-", "")];
   });
-  document.getElementById("tab-json").addEventListener("click", () => {
-    document.getElementById("result-table").hidden = true; document.getElementById("result-json").hidden = false;
+  showRequest($("req-json"));
+  tabs([$("tab-table"), $("tab-json")], (b) => {
+    $("result-table").hidden = b.id !== "tab-table";
+    $("result-json").hidden = b.id !== "tab-json";
   });
-  document.getElementById("copy-run").addEventListener("click", () =>
-    navigator.clipboard && navigator.clipboard.writeText(document.getElementById("run-id").textContent));
-  document.getElementById("follow-up").addEventListener("submit", async (e) => {
+  $("copy-run").addEventListener("click", () => copyText($("run-id").textContent, $("copy-note")));
+  $("copy-code").addEventListener("click", () => copyText($("request-code").textContent, $("copy-code-note")));
+  $("resubmit").addEventListener("click", async () => {
+    try {
+      const out = await api("POST", `/api/tasks/${task.id}/resubmit`);
+      location.assign(out.task.urls.page);
+    } catch (err) { showProblem({ message: err.message }); }
+  });
+  $("delete").addEventListener("click", async () => {
+    const billed = task.run_id && !TERMINAL.has(task.status) ? " The run goes on at Parallel and is billed." : "";
+    if (!confirm(`Delete this task and its events?${billed}`)) return;
+    try { await api("DELETE", `/api/tasks/${task.id}`); location.assign("/"); } catch (err) { showProblem({ message: err.message }); }
+  });
+  $("follow-up").addEventListener("submit", async (e) => {
     e.preventDefault();
-    const body = { processor: task.processor, input: document.getElementById("follow-input").value, follow_up_of: task.id };
+    const body = { processor: $("follow-processor").value, input: $("follow-input").value, follow_up_of: task.id };
     try {
       const created = await api("POST", "/api/tasks", body);
-      location.href = `/task/${created.task.id}`;
+      location.assign(created.task.urls.page);
     } catch (err) {
-      document.getElementById("task-error").textContent = err.message;
+      $("follow-error").textContent = err.message;
     }
   });
-  const source = new EventSource(`/api/tasks/${task.id}/events?after=${lastSeq}`);
-  const onEvent = (e) => {
+  setInterval(showDuration, 1000);
+  if (TERMINAL.has(task.status)) return;
+  const source = new EventSource(`${task.urls.events}?after=${lastSeq}`);
+  source.onmessage = (e) => {
     const ev = JSON.parse(e.data);
     if (ev.seq <= lastSeq) return;
     lastSeq = ev.seq;
     absorb(ev);
   };
-  source.onmessage = onEvent;  // every stored event arrives as a plain message; its type is in the data
+  source.addEventListener("status", (e) => setStatus(JSON.parse(e.data).status));
   source.addEventListener("end", () => { source.close(); reload(); });
 });
