@@ -232,6 +232,8 @@ async def test_a_run_that_vanishes_mid_follow_ends_failed_not_retried(
     assert stored is not None and stored.status == TaskStatus.FAILED
     assert stored.error is not None and stored.error["status"] == 404
     assert stored.message is not None and "does not know this run" in stored.message
+    # Both causes named: the run gone upstream (an emulator restarted without its state), or another key.
+    assert "gone upstream" in stored.message and "API key" in stored.message
     types = [e.type for e in engine.store.events(task.id)]
     assert "taskdeck.run_not_found" in types
     # A 404 is an answer, not a failure to retry: no backoff, no polling.

@@ -45,6 +45,14 @@ __all__ = ["Follower", "dedup_key"]
 
 log = logging.getLogger("taskdeck.follower")
 
+# A 404 on a run we created or were following: the key is one possible cause, not the only one. The
+# usual one in practice is an upstream that forgot its runs (an emulator restarted without its state
+# file, as the demo's was before it kept one), so the message names both and blames neither.
+RUN_NOT_FOUND_MESSAGE = (
+    "Parallel does not know this run (404 'not found'): the run is gone upstream (for example an emulator "
+    "restarted without its state file forgets every run), or the API key is not the one that created it."
+)
+
 
 def _digest(*parts: str) -> str:
     # surrogatepass: upstream text may hold lone surrogates (from \ud800 escapes); they still hash.
@@ -416,7 +424,7 @@ class Follower:
             self._patch(
                 status=TaskStatus.FAILED.value,
                 error={"status": err.status, "message": err.message},
-                message="Parallel does not know this run (404): it may belong to another API key.",
+                message=RUN_NOT_FOUND_MESSAGE,
                 completed_at=time.time(),
             ),
         )
