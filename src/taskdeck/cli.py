@@ -66,6 +66,14 @@ def emulator(
         str | None,
         typer.Option(help="Global fault directives, e.g. 'drop=400%0.1;error=503%0.05' (see docs/emulator.md)."),
     ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="Keep runs and groups in this file across restarts (appended on create, loaded at start). "
+            "Default: memory only.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
 ) -> None:
     """Run the Parallel Task API emulator (no key, no internet, no credits needed).
@@ -86,6 +94,7 @@ def emulator(
             webhook_secret=webhook_secret,
             rate_limit_per_minute=rate_limit,
             faults=faults,
+            state_path=str(state) if state is not None else None,
         )
         settings.validate()
     except ValueError as exc:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskdeck.emulator.directives import DirectiveError, Directives, parse_directives
 from taskdeck.emulator.group import Group, parse_event_id, parse_run_cursor
-from taskdeck.emulator.metrics import StreamMetrics, key_label
+from taskdeck.emulator.metrics import StreamMetrics
 from taskdeck.emulator.run import Run
 from taskdeck.emulator.settings import EmulatorSettings
 from taskdeck.emulator.sse import SseWriter
@@ -524,7 +524,7 @@ async def emulator_run(request: Request) -> Response:
         {
             **sm.to_json(),
             "run_id": run.run_id,
-            "key_label": key_label(run.key),
+            "key_label": run.owner[:12],  # key_label(key): the owner is the key's SHA-256
             "status": run.status_at(elapsed),
             "vanished": run.vanished(elapsed),
             "ends_in_seconds": round(run.created_mono + run.ends_at - time.monotonic(), 3),
@@ -608,8 +608,12 @@ def create_app(settings: EmulatorSettings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        await state.webhooks.close()
+        state.resume_webhooks()
+        try:
+            yield
+        finally:
+            await state.webhooks.close()
+            state.close()
 
     app = Starlette(
         routes=_routes(),

@@ -4,6 +4,12 @@ Group events are ordered by a key ``(time_ns, run_index, sub)``. A run's
 completion lands at its planned end, which is always after the moment it was
 added, so events already delivered never change order when runs are added
 later: the key, written as an ``event_id``, is a stable resume cursor.
+
+``time_ns`` is a wall-clock instant (nanoseconds since the epoch), reached from the
+monotonic clock by one offset fixed when the process starts: runs keep their wall
+creation time in the state file, so after a restart the same events get the same
+ids (to within the float rounding of a few hundred nanoseconds) and a cursor taken
+before the restart still resumes where it was.
 """
 
 from __future__ import annotations
@@ -16,12 +22,24 @@ from typing import Any
 
 from taskdeck.emulator.run import Run, rfc3339
 
-__all__ = ["Group", "GroupEventKey", "parse_event_id"]
+__all__ = ["Group", "GroupEventKey", "mono_from_ns", "now_ns", "parse_event_id"]
 
 GroupEventKey = tuple[int, int, int]
 # Sub-positions inside one key: a run's state event, then the status after it.
 RUN_STATE, STATUS_AFTER = 0, 1
 SNAPSHOT_INDEX = 1 << 40  # a connection's status snapshot sorts after every run at that instant
+# Fixed once: the monotonic clock drives everything, this only names its instants in wall time.
+WALL_OFFSET_NS = time.time_ns() - time.monotonic_ns()
+
+
+def now_ns() -> int:
+    """This instant on the event-key clock (wall nanoseconds)."""
+    return time.monotonic_ns() + WALL_OFFSET_NS
+
+
+def mono_from_ns(ns: int) -> float:
+    """An event-key instant on the monotonic clock (seconds), for sleeping until it."""
+    return (ns - WALL_OFFSET_NS) / 1e9
 
 
 def format_event_id(key: GroupEventKey) -> str:
@@ -41,7 +59,7 @@ class Group:
     """A task group. Runs are appended, never removed."""
 
     taskgroup_id: str
-    key: str
+    owner: str  # SHA-256 of the creating key
     metadata: dict[str, Any] | None
     created_wall: datetime
     created_mono: float = field(default_factory=time.monotonic)
@@ -95,10 +113,11 @@ class Group:
 
     def end_key(self, index: int) -> GroupEventKey:
         run = self.runs[index]
-        return (int((run.created_mono + run.ends_at) * 1e9), index, RUN_STATE)
+        return (int((run.created_mono + run.ends_at) * 1e9) + WALL_OFFSET_NS, index, RUN_STATE)
 
     def events_between(self, after: GroupEventKey | None, until_ns: int) -> list[tuple[GroupEventKey, int]]:
-        """(key, run index) of completions with ``after < key`` and time ``<= until_ns``, in order."""
+        """(key, run index) of completions with ``after < key`` and time ``<= until_ns`` (see ``now_ns``), in
+        order."""
         found = []
         for i in range(len(self.runs)):
             k = self.end_key(i)
@@ -114,7 +133,7 @@ class Group:
 
     def cursor_now(self) -> str:
         """An ``event_id`` positioned at this instant: resuming there yields only later events."""
-        return format_event_id((time.monotonic_ns(), SNAPSHOT_INDEX, STATUS_AFTER))
+        return format_event_id((now_ns(), SNAPSHOT_INDEX, STATUS_AFTER))
 
     def run_cursor(self, index: int) -> str:
         """The group-runs cursor just after run ``index``."""

@@ -79,7 +79,7 @@ class Run:
     """An emulated run. Mutable only in its counters; its plan never changes."""
 
     run_id: str
-    key: str
+    owner: str  # SHA-256 of the creating key: the state file never holds a key
     processor: Processor
     request: dict[str, Any]
     created_wall: datetime
@@ -237,7 +237,7 @@ class Run:
 def plan_run(
     *,
     run_id: str,
-    key: str,
+    owner: str,
     processor: Processor,
     request: dict[str, Any],
     warnings: list[SpecWarning],
@@ -245,8 +245,16 @@ def plan_run(
     seed: int,
     time_scale: float,
     taskgroup_id: str | None = None,
+    created_wall: datetime | None = None,
+    created_mono: float | None = None,
+    error_ref: str | None = None,
 ) -> Run:
-    """Plan a run's whole life from the seed, its request and its directives."""
+    """Plan a run's whole life from the seed, its request and its directives.
+
+    A new run is created now; a run reloaded from the state file passes its original
+    ``created_wall`` (and where that instant lies on this process's monotonic clock), so
+    the same inputs give the same plan: same timestamps, same messages, same output.
+    """
     seed_parts = (seed, processor.name, compact_json(request.get("input")), compact_json(request.get("task_spec")))
     rng = content.make_rng(*seed_parts, "plan")
     duration = directives.value("duration")
@@ -261,20 +269,23 @@ def plan_run(
     enable = request.get("enable_events")
     events_enabled = processor.events_by_default if enable is None else bool(enable)
 
-    created_wall = datetime.now(UTC)
+    if created_wall is None:
+        # Both clocks read together: a restart maps the wall instant back to a monotonic one, so
+        # planning time in between would shift a restored run's timeline.
+        created_wall, created_mono = datetime.now(UTC), time.monotonic()
     messages: list[PlannedEvent] = []
     stats: list[PlannedStats] = []
     if events_enabled:
         messages, stats = _plan_events(
             rng, request, created_wall, running_at, ends_at, duration, fails, directives.flag("xss")
         )
-    return Run(
+    run = Run(
         run_id=run_id,
-        key=key,
+        owner=owner,
         processor=processor,
         request=request,
         created_wall=created_wall,
-        created_mono=time.monotonic(),
+        created_mono=time.monotonic() if created_mono is None else created_mono,
         running_at=running_at,
         ends_at=ends_at,
         fails=fails,
@@ -288,6 +299,9 @@ def plan_run(
         vanishes_at=None if vanish is None else vanish * time_scale,
         no_output=directives.flag("nooutput"),
     )
+    if error_ref is not None:
+        run.error_ref = error_ref
+    return run
 
 
 FAIL_MARKER = "[emulator:fail]"

@@ -54,6 +54,13 @@ class EmulatorSettings:
     webhook_retry_span: float = field(
         default=48 * 3600.0, metadata={"help": "Seconds over which webhook retries are attempted (scaled)."}
     )
+    state_path: str = field(
+        default="",
+        metadata={
+            "help": "File that keeps runs and groups across restarts (appended on every create, loaded at "
+            "start); empty keeps them in memory only."
+        },
+    )
 
     def scaled(self, seconds: float) -> float:
         """``seconds`` of emulated time in real seconds."""

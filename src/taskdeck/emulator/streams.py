@@ -25,6 +25,8 @@ from taskdeck.emulator.group import (
     Group,
     GroupEventKey,
     format_event_id,
+    mono_from_ns,
+    now_ns,
 )
 from taskdeck.emulator.run import Planned, Run, rfc3339
 from taskdeck.emulator.sse import SseWriter
@@ -136,11 +138,11 @@ async def stream_group_events(writer: SseWriter, group: Group, after: GroupEvent
     """Serve a group's event stream from cursor ``after`` until no run is active or ``lifetime`` ends."""
     connected = time.monotonic()
     deadline = connected + lifetime
-    now_ns = time.monotonic_ns()
-    for key, index in group.events_between(after, now_ns):
+    connected_ns = now_ns()
+    for key, index in group.events_between(after, connected_ns):
         if not await writer.event("task_run.state", _run_state(group, index, key)):
             return
-    last: GroupEventKey = (now_ns, 1 << 40, STATUS_AFTER)
+    last: GroupEventKey = (connected_ns, 1 << 40, STATUS_AFTER)
     if after is not None and after > last:
         last = after
     if not await writer.event("task_group_status", _status_event(group, last)):
@@ -148,12 +150,12 @@ async def stream_group_events(writer: SseWriter, group: Group, after: GroupEvent
     while group.status()["is_active"]:
         next_ns = group.next_end_ns(last[0])
         # Wake at least every second: runs added meanwhile may end sooner than the next known end.
-        wake = min(deadline, next_ns / 1e9 if next_ns else deadline, time.monotonic() + 1.0)
+        wake = min(deadline, mono_from_ns(next_ns) if next_ns else deadline, time.monotonic() + 1.0)
         if not await writer.sleep_until(wake):
             return
         if time.monotonic() >= deadline:
             return
-        for key, index in group.events_between(last, time.monotonic_ns()):
+        for key, index in group.events_between(last, now_ns()):
             if not await writer.event("task_run.state", _run_state(group, index, key)):
                 return
             status_key = (key[0], key[1], STATUS_AFTER)
