@@ -135,7 +135,11 @@ def serve(
     base_url: BaseUrlOption = None,
     demo: Annotated[
         bool,
-        typer.Option("--demo", help="Also start the built-in emulator and follow runs there: no key, no internet."),
+        typer.Option(
+            "--demo",
+            help="Also start the built-in emulator and follow runs there: no key, no internet. Uses demo.db beside "
+            "the real database (or --db), and keeps the emulator's runs beside it, so restarts resume them.",
+        ),
     ] = False,
 ) -> None:
     """Run the web app and the engine in one process (SQLite file by default)."""
@@ -146,14 +150,15 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "parallel"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = _settings(db, base_url, host=host, port=port)
     emulator = None
     if demo:
-        from taskdeck.emulator import BackgroundEmulator, EmulatorSettings
+        from taskdeck.demo import demo_settings, start_demo_emulator
 
-        # A pro run (2-10 min) takes 12-60 s: long enough to watch, short enough to wait for.
-        emulator = BackgroundEmulator(EmulatorSettings(port=0, time_scale=0.1)).start()
-        base_url = emulator.url
-    settings = _settings(db, base_url, host=host, port=port)
+        settings = demo_settings(settings, db)
+        emulator = start_demo_emulator(settings)
+        settings = settings.with_overrides(parallel_base_url=emulator.url)
+        typer.echo(f"demo: database {settings.db_path}, emulator state {emulator.settings.state_path}", err=True)
     typer.echo(
         f"Taskdeck on http://{settings.host}:{settings.port}" + (" (demo: simulated API)" if demo else ""), err=True
     )
