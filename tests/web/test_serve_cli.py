@@ -28,7 +28,9 @@ def test_serve_demo_runs_a_task_end_to_end(tmp_path: Path) -> None:
         try:
             assert proc.stderr is not None
             banner = proc.stderr.readline()
-            assert "Demo: simulated API" in banner
+            while "Taskdeck on" not in banner:
+                banner = proc.stderr.readline()
+            assert "demo: simulated API" in banner
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 30
             while True:  # the socket opens after the engine has started

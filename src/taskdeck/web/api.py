@@ -471,6 +471,8 @@ async def _event_stream(request: Request, who: Caller, task_id: str, after: int)
         if task is None or task.status.is_terminal:
             yield "event: end\ndata: {}\n\n"
             return
+        # The status now: it may have changed between the page's render and this subscription.
+        yield f"event: status\ndata: {json.dumps({'status': task.status.value})}\n\n"
         async for item in _feed(request, sub, ended, lambda: sessions.still_valid(who.session)):
             if item is None:
                 yield ": ping\n\n"

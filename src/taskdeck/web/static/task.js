@@ -40,9 +40,9 @@ function showDuration() {
   if (task.duration_seconds !== null && task.duration_seconds !== undefined) {
     $("duration-label").textContent = "Duration";
     $("duration").textContent = seconds(task.duration_seconds);
-  } else if (!TERMINAL.has(task.status) && task.submitted_at) {
+  } else if (!TERMINAL.has(task.status)) {
     $("duration-label").textContent = "Elapsed";
-    $("duration").textContent = ago(task.submitted_at);
+    $("duration").textContent = ago(task.submitted_at || task.created_at);
   } else {
     $("duration").textContent = "—";
   }
