@@ -572,3 +572,54 @@ def test_reports_render_with_a_real_markdown_library(server: BackgroundServer, c
     expect(report.locator("ul li").first).to_be_visible()
     for href in report.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))"):
         assert href.startswith(("https://", "http://", "#"))
+
+
+def test_screenshots_of_every_page_on_desktop_and_phone_in_light_and_dark(
+    tmp_path: Path, browser: Browser, emulator: BackgroundEmulator
+) -> None:
+    """Writes test-artifacts/ui-<page>-<desktop|phone>-<light|dark>.png; each page must also fit the phone."""
+    db = tmp_path / "shots.db"
+    tasks = seed_tasks(db, 1000)
+    srv = start_server(db, emulator)
+    done = [t for t in tasks if t.output][-2:]
+    failed = next(t for t in reversed(tasks) if t.error)
+    try:
+        setup = browser.new_context(viewport=DESKTOP)
+        page = setup.new_page()
+        sign_in(page, srv.url)
+        page.select_option("#processor", "lite")
+        page.fill("#input", "A run that is still going")
+        page.click("#more-options summary")
+        page.fill("#metadata", '{"emulator": "duration=360000"}')  # an hour at this time scale
+        page.click("#run-task")
+        page.wait_for_url("**/task/tsk_*")
+        running = urlparse(page.url).path
+        expect(page.locator("#status")).to_have_text("running", timeout=30_000)
+        cookies = setup.cookies()
+        setup.close()
+        pages = {
+            "home": "/",
+            "list-1000": "/?status=completed",
+            "running": running,
+            "completed-table": f"/task/{done[0].id}",
+            "completed-json": f"/task/{done[0].id}",
+            "failed": f"/task/{failed.id}",
+            "compare": f"/compare?id={done[0].id}&id={done[1].id}",
+        }
+        for size_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+            for scheme in ("light", "dark"):
+                ctx = browser.new_context(viewport=viewport, color_scheme=scheme)  # type: ignore[arg-type]
+                ctx.add_cookies(cookies)  # type: ignore[arg-type]
+                page = ctx.new_page()
+                for name, path in pages.items():
+                    page.goto(srv.url + path)
+                    if name == "completed-json":
+                        page.click("#tab-json")
+                    if name == "running":
+                        expect(page.locator("#timeline li").first).to_be_visible(timeout=30_000)
+                    shot(page, f"ui-{name}-{size_name}-{scheme}")
+                    assert no_sideways_scroll(page), (name, size_name)
+                ctx.close()
+        assert (Path(__file__).parents[2] / "test-artifacts" / "ui-compare-phone-dark.png").stat().st_size > 0
+    finally:
+        srv.stop()

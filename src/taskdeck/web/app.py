@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.middleware.gzip import GZipMiddleware
 
 from taskdeck import __version__
 from taskdeck.config import Settings
@@ -81,6 +82,9 @@ def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
     app.include_router(router)
     app.include_router(pages_router)
     app.include_router(assets_router)
+    # Pages and JSON compressed (a task page with 5,000 events is ~1.4 MB of text); event streams
+    # are excluded by Starlette, and static assets arrive already gzipped (assets.py).
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(Guard, settings=settings)
 
     def openapi() -> dict[str, Any]:

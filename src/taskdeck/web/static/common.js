@@ -82,16 +82,25 @@ function seconds(s) {
   return `${Math.floor(s / 86400)} d ${Math.round((s % 86400) / 3600)} h`;
 }
 
+// How long ago, coarse (a list does not need seconds after the first minute).
 function ago(iso) {
   if (!iso) return "—";
-  return seconds((Date.now() - Date.parse(iso)) / 1000);
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (s < 60) return `${Math.round(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d`;
+}
+
+function elapsed(iso) {
+  return iso ? seconds((Date.now() - Date.parse(iso)) / 1000) : "—";
 }
 
 // A time in the reader's zone; the exact UTC value on hover.
-function localTime(iso) {
+function localTime(iso, timeOnly) {
   if (!iso) return h("span", { class: "muted" }, "—");
   const d = new Date(iso);
-  return h("time", { datetime: iso, title: `${d.toISOString()} (UTC)` }, d.toLocaleString());
+  return h("time", { datetime: iso, title: `${d.toISOString()} (UTC)` }, timeOnly ? d.toLocaleTimeString() : d.toLocaleString());
 }
 
 function fillTime(el, iso) {

@@ -202,7 +202,7 @@ function progressCell(t) {
 
 function durationOf(t) {
   if (t.duration_seconds !== null && t.duration_seconds !== undefined) return seconds(t.duration_seconds);
-  if (!TERMINAL.has(t.status)) return `${ago(t.submitted_at || t.created_at)} so far`;
+  if (!TERMINAL.has(t.status)) return `${elapsed(t.submitted_at || t.created_at)} so far`;
   return "—";
 }
 
@@ -302,7 +302,7 @@ function tick() {
   for (const cell of document.querySelectorAll("#tasks td.age")) cell.textContent = ago(cell.dataset.at);
   for (const t of data.tasks) {
     const tr = document.querySelector(`#tasks tbody tr[data-id="${CSS.escape(t.id)}"]`);
-    if (tr && !TERMINAL.has(tr.dataset.status)) tr.querySelector("td.dur").textContent = `${ago(t.submitted_at || t.created_at)} so far`;
+    if (tr && !TERMINAL.has(tr.dataset.status)) tr.querySelector("td.dur").textContent = `${elapsed(t.submitted_at || t.created_at)} so far`;
   }
 }
 

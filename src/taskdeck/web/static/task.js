@@ -42,7 +42,7 @@ function showDuration() {
     $("duration").textContent = seconds(task.duration_seconds);
   } else if (!TERMINAL.has(task.status)) {
     $("duration-label").textContent = "Elapsed";
-    $("duration").textContent = ago(task.submitted_at || task.created_at);
+    $("duration").textContent = elapsed(task.submitted_at || task.created_at);
   } else {
     $("duration").textContent = "—";
   }
@@ -62,14 +62,19 @@ function showWarnings(warnings) {
 }
 
 // -- events ----------------------------------------------------------------------------------
-function addMessage(ev) {
-  const list = $("timeline");
-  // Follow new messages only when the reader is already at the bottom (never yank them away).
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+function messageItem(ev) {
   const kind = ev.type.replace("task_run.progress_msg.", "");
   const at = ev.data && ev.data.timestamp;
-  list.append(h("li", {}, h("span", { class: "kind" }, kind), " ", at ? localTime(at) : "", " ",
-    String((ev.data && ev.data.message) || "")));
+  return h("li", {}, h("span", { class: "kind" }, kind), " ", at ? localTime(at, true) : "", " ",
+    String((ev.data && ev.data.message) || ""));
+}
+
+// Live messages one at a time: follow them only when the reader is already at the bottom
+// (never yank the list away from what they are reading).
+function addMessage(ev) {
+  const list = $("timeline");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.append(messageItem(ev));
   messages += 1;
   $("message-count").textContent = `${messages}`;
   if (atBottom) list.scrollTop = list.scrollHeight;
@@ -186,7 +191,14 @@ function reload() {
 
 // -- wiring ----------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
-  for (const ev of task.events) absorb(ev);
+  // The stored history in one batch: one layout for thousands of messages, not one each.
+  const history = document.createDocumentFragment();
+  for (const ev of task.events) {
+    if (ev.type.startsWith("task_run.progress_msg.")) { history.append(messageItem(ev)); messages += 1; } else absorb(ev);
+  }
+  $("timeline").append(history);
+  $("message-count").textContent = messages ? `${messages}` : "";
+  $("timeline").scrollTop = $("timeline").scrollHeight;
   if (task.progress) setStats(task.progress);
   applyFacts(task);
   const sel = $("follow-processor");
