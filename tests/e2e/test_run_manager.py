@@ -11,13 +11,13 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 from browser_helpers import KEY, low_contrast, no_sideways_scroll, seed_tasks, shot, start_server
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect
 
 from taskdeck.emulator import BackgroundEmulator
 from taskdeck.emulator.server import BackgroundServer
 
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 
 
 @pytest.fixture
@@ -360,7 +360,7 @@ def test_tabs_mark_the_selected_one_and_every_text_meets_wcag_aa(
     srv = start_server(db, emulator)
     try:
         for scheme in ("light", "dark"):
-            ctx = browser.new_context(viewport=DESKTOP, color_scheme=scheme)  # type: ignore[arg-type]
+            ctx = browser.new_context(viewport=DESKTOP, color_scheme=scheme)
             page = ctx.new_page()
             sign_in(page, srv.url)
             page.check(f'#tasks input.pick[data-id="{tasks[0].id}"]')  # the bulk bar too
@@ -608,7 +608,7 @@ def test_screenshots_of_every_page_on_desktop_and_phone_in_light_and_dark(
         }
         for size_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
             for scheme in ("light", "dark"):
-                ctx = browser.new_context(viewport=viewport, color_scheme=scheme)  # type: ignore[arg-type]
+                ctx = browser.new_context(viewport=viewport, color_scheme=scheme)
                 ctx.add_cookies(cookies)  # type: ignore[arg-type]
                 page = ctx.new_page()
                 for name, path in pages.items():

@@ -86,7 +86,8 @@ def test_submit_follow_and_read_back(server: str) -> None:
         messages = sse(client, task["urls"]["events"])
         assert messages[-1][1] == "end"
         types = [json.loads(m[2])["type"] for m in messages[:-1] if m[1] != "status"]
-        assert {json.loads(m[2])["status"] for m in messages if m[1] == "status"} <= {"pending", "submitting", "queued", "running"}
+        statuses = {json.loads(m[2])["status"] for m in messages if m[1] == "status"}
+        assert statuses <= {"pending", "submitting", "queued", "running"}
         assert "task_run.progress_msg.exec_status" in types and "taskdeck.result_stored" in types
         ids = [int(m[0]) for m in messages if m[0]]
         assert ids == sorted(ids) and len(ids) == len(set(ids))
