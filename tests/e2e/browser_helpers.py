@@ -24,6 +24,7 @@ __all__ = [
     "CHROMIUM",
     "KEY",
     "LAUNCH_ARGS",
+    "SECRET",
     "low_contrast",
     "no_sideways_scroll",
     "owner_of",

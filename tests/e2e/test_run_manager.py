@@ -10,11 +10,15 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-from browser_helpers import KEY, low_contrast, no_sideways_scroll, seed_tasks, shot, start_server
+from browser_helpers import KEY, SECRET, low_contrast, no_sideways_scroll, seed_tasks, shot, start_server
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect
 
+from taskdeck.config import Settings
+from taskdeck.demo import demo_settings, start_demo_emulator
 from taskdeck.emulator import BackgroundEmulator
 from taskdeck.emulator.server import BackgroundServer
+from taskdeck.web import create_app
+from taskdeck.web.app import begin_shutdown
 
 PHONE: ViewportSize = {"width": 390, "height": 844}
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
@@ -623,3 +627,40 @@ def test_screenshots_of_every_page_on_desktop_and_phone_in_light_and_dark(
         assert (Path(__file__).parents[2] / "test-artifacts" / "ui-compare-phone-dark.png").stat().st_size > 0
     finally:
         srv.stop()
+
+
+def test_demo_runs_survive_a_restart_of_taskdeck_and_its_emulator(tmp_path: Path, browser: Browser) -> None:
+    """Close the laptop and come back, in demo mode: the demo emulator keeps its runs on disk."""
+    base = Settings(db_path=tmp_path / "taskdeck.db", secret_key=SECRET, heartbeat_interval=1, lease_ttl=3)
+    settings = demo_settings(base, None)
+    assert settings.db_path.name == "demo.db"  # never real mode's database
+
+    def start() -> tuple[BackgroundEmulator, BackgroundServer]:
+        emu = start_demo_emulator(settings, time_scale=0.01)
+        app = create_app(settings.with_overrides(parallel_base_url=emu.url), demo=True)
+        return emu, BackgroundServer(app, before_shutdown=lambda: begin_shutdown(app)).start()
+
+    emu, srv = start()
+    ctx = browser.new_context(viewport=DESKTOP)
+    page = ctx.new_page()
+    try:
+        sign_in(page, srv.url)
+        page.fill("#input", "Still running when the laptop closes")
+        page.click("#more-options summary")
+        page.fill("#metadata", '{"emulator": "duration=1500"}')  # 15 s at this time scale
+        page.click("#run-task")
+        page.wait_for_url("**/task/tsk_*")
+        path = urlparse(page.url).path
+        expect(page.locator("#status")).to_have_text("running", timeout=30_000)
+        page.goto("about:blank")
+        srv.stop()
+        emu.stop()
+        emu, srv = start()
+        page.goto(srv.url + path)  # the session is server-side: the same cookie still works
+        expect(page.locator("#status")).to_have_text("completed", timeout=60_000)
+        expect(page.locator("#problem")).to_be_hidden()
+        expect(page.locator("#no-result")).to_be_hidden()
+    finally:
+        ctx.close()
+        srv.stop()
+        emu.stop()
