@@ -272,6 +272,7 @@ def test_missing_task_404_page_and_sign_in_returns_to_the_link(
     # A link elsewhere is never followed after sign-in.
     page.click("a.brand")
     page.click("#forget-key")
+    expect(page.locator("#key-form")).to_be_visible()
     page.goto(server.url + "/?next=//evil.example/x")
     page.fill("#api-key", KEY)
     page.click("#key-form button[type=submit]")
