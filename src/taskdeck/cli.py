@@ -158,7 +158,11 @@ def serve(
         settings = demo_settings(settings, db)
         emulator = start_demo_emulator(settings)
         settings = settings.with_overrides(parallel_base_url=emulator.url)
-        typer.echo(f"demo: database {settings.db_path}, emulator state {emulator.settings.state_path}", err=True)
+        typer.echo(
+            f"demo: emulator {emulator.url}, database {settings.db_path}, "
+            f"emulator state {emulator.settings.state_path}",
+            err=True,
+        )
     typer.echo(
         f"Taskdeck on http://{settings.host}:{settings.port}" + (" (demo: simulated API)" if demo else ""), err=True
     )

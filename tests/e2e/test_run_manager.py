@@ -200,14 +200,49 @@ def test_select_export_compare_and_delete_several_tasks(
         expect(ceo.locator("td .citations a").first).to_have_attribute("href", re.compile("^https://example.com/"))
         shot(page, "manager-compare-desktop")
 
+        # Back from the compare page: the ticked boxes are the selection.
+        page.go_back()
+        page.wait_for_load_state("load")
+        expect(page.locator("#bulk-count")).to_have_text("2 selected")
+        expect(page.locator("#bulk-compare")).to_be_enabled()
+
         page.goto(srv.url)
         page.check("#select-all")
         expect(page.locator("#bulk-count")).to_have_text("8 selected")
         page.once("dialog", lambda d: d.accept())
         page.click("#bulk-delete")
         expect(page.locator("#bulk-note")).to_have_text("Deleted 8 of 8.")
+        expect(page.locator("#bulk-note")).to_be_visible()
         expect(page.locator("#tasks tbody tr")).to_have_count(0)
         assert api(srv, "GET", "/api/tasks").json()["tasks"] == []
+    finally:
+        ctx.close()
+        srv.stop()
+
+
+def test_counts_follow_changes_on_a_filtered_later_page_and_export_takes_a_whole_page(
+    tmp_path: Path, browser: Browser, emulator: BackgroundEmulator
+) -> None:
+    db = tmp_path / "counts.db"
+    seed_tasks(db, 120)
+    srv = start_server(db, emulator)
+    ctx = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+    page = ctx.new_page()
+    try:
+        sign_in(page, srv.url)
+        page.goto(srv.url + "/?status=failed")
+        expect(page.locator("#total")).to_have_text("120 in all")
+        created = api(srv, "POST", "/api/tasks", json={"processor": "lite", "input": "a run on no page here"})
+        task_id = created.json()["task"]["id"]
+        expect(page.locator('.chip[data-status="completed"] .count')).to_have_text("61", timeout=60_000)
+        expect(page.locator("#total")).to_have_text("121 in all")
+        assert page.locator(f'#tasks tr[data-id="{task_id}"]').count() == 0  # not failed: not on this view
+        page.goto(srv.url + "/?cursor=" + (api(srv, "GET", "/index.json").json()["next_cursor"] or ""))
+        page.check("#select-all")
+        expect(page.locator("#bulk-count")).to_have_text("50 selected")
+        with page.expect_download() as download:
+            page.click("#bulk-export")
+        assert len(Path(download.value.path()).read_text().splitlines()) == 51  # header and 50 rows
     finally:
         ctx.close()
         srv.stop()
@@ -269,14 +304,21 @@ def test_missing_task_404_page_and_sign_in_returns_to_the_link(
     page.fill("#api-key", KEY)
     page.click("#key-form button[type=submit]")
     page.wait_for_url(task_url)
-    # A link elsewhere is never followed after sign-in.
-    page.click("a.brand")
-    page.click("#forget-key")
-    expect(page.locator("#key-form")).to_be_visible()
-    page.goto(server.url + "/?next=//evil.example/x")
-    page.fill("#api-key", KEY)
-    page.click("#key-form button[type=submit]")
-    page.wait_for_url(server.url + "/")
+    # A link elsewhere is never followed after sign-in, however it is disguised.
+    for bad in (
+        "//evil.example/x",
+        "/%09/evil.example/x",
+        "/%0A/evil.example",
+        "/%09%5Cevil.example",
+        "/\\evil.example",
+    ):
+        page.click("a.brand")
+        page.click("#forget-key")
+        expect(page.locator("#key-form")).to_be_visible()
+        page.goto(server.url + "/?next=" + bad)
+        page.fill("#api-key", KEY)
+        page.click("#key-form button[type=submit]")
+        page.wait_for_url(server.url + "/")
 
 
 def test_back_shows_the_form_as_it_will_be_sent(server: BackgroundServer, context: BrowserContext) -> None:

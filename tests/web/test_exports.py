@@ -111,3 +111,38 @@ def test_the_csv_twin_serves_the_result_to_browsers_and_scripts_alike(web: Web) 
     assert stored is not None and resp.text == task_csv(stored)
     header, values = list(csv.reader(io.StringIO(resp.text)))
     assert header == list(stored.output["content"]) and len(values) == len(header)  # type: ignore[index]
+
+
+def test_export_and_compare_many_tasks_for_scripts(web: Web) -> None:
+    text = {"processor": "lite", "task_spec": {"output_schema": {"type": "text", "description": "A short report"}}}
+    with web.client(KEY) as client:
+        ids = [client.post("/api/tasks", json={**text, "input": f"report {i}"}).json()["task"]["id"] for i in range(2)]
+
+        def all_done() -> bool:
+            return all(client.get(f"/api/tasks/{i}").json()["task"]["status"] == "completed" for i in ids)
+
+        wait_for(all_done, 60, "the runs")
+        compared = client.get("/compare.json", params=[("id", i) for i in ids]).json()
+        cells = compared["rows"][0]["cells"]
+        assert compared["fields"] == ["output"] and [c["task_id"] for c in cells] == ids
+        assert all("<h3>" in c["report_html"] and "<script" not in c["report_html"] for c in cells)
+        many = ids * 30  # 60 ids (duplicates folded): more than a page of the list holds
+        lines = client.get("/api/export", params=[("format", "jsonl"), *[("id", i) for i in many]]).text.splitlines()
+        assert [json.loads(x)["id"] for x in lines] == ids
+        too_many = client.get("/api/export", params=[("id", ids[0])] * 1001)
+        assert too_many.status_code == 422 and "at most 1000" in too_many.json()["error"]["message"]
+        assert client.get("/compare.json", params={"id": ids[0]}).status_code == 422
+    with web.client("someone-else-key") as other:
+        assert other.get("/api/export", params={"id": ids[0]}).status_code == 404
+        assert other.get("/compare.json", params=[("id", i) for i in ids]).status_code == 404
+
+
+def test_bad_addresses_get_a_page_that_says_why(web: Web) -> None:
+    with web.client(KEY) as client:
+        for path, status in (("/?status=bogus", 422), ("/compare", 422), ("/?processor=nope", 422), ("/x/y", 404)):
+            resp = client.get(path, headers={"accept": "text/html"})
+            assert resp.status_code == status, path
+            assert resp.headers["content-type"].startswith("text/html"), path
+            assert 'id="not-found"' in resp.text, path
+        # Scripts asking for JSON still get JSON.
+        assert client.get("/index.json?status=bogus").json()["error"]["problems"][0]["loc"][:2] == ["query", "status"]

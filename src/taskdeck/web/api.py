@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from taskdeck.engine import Engine, TaskChange
 from taskdeck.engine.feed import Subscription
@@ -66,7 +67,11 @@ async def json_body(request: Request) -> Any:
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if kind != "application/json":
         raise HTTPException(415, "Send the body as JSON with Content-Type: application/json.")
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        # The client went away mid-body (or the guard refused it as too large and answered 413).
+        raise HTTPException(400, "The request body did not arrive whole; send it again.") from None
     try:
         return parse_json(raw)
     except JsonBodyError as err:
@@ -226,14 +231,14 @@ async def check_task(request: Request, who: Auth, body: Body) -> schemas.Check:
 async def export(
     request: Request,
     who: Auth,
-    id: Annotated[list[str], Query(max_length=40)],
+    id: Annotated[list[str], Query()],
     format: Annotated[ExportFormat, Query()] = "csv",
 ) -> Response:
     """Several tasks' inputs, outputs and basis as CSV, JSON or JSON Lines (``?id=…&id=…``, at most 1,000)."""
     if len(id) > MAX_EXPORT:
         raise _problem(["query", "id"], f"{len(id)} tasks; export at most {MAX_EXPORT} at a time")
     for task_id in id:
-        if not TASK_ID.fullmatch(task_id):
+        if len(task_id) > 40 or not TASK_ID.fullmatch(task_id):
             raise _problem(["query", "id"], f"{task_id[:40]!r} is not a task id (tsk_...)")
     engine = _engine(request)
     found = {t.id: t for t in await engine.db(engine.store.get_tasks, list(dict.fromkeys(id)))}
@@ -437,13 +442,18 @@ async def _feed(
             return
         get = asyncio.ensure_future(sub.queue.get())
         stops = [asyncio.ensure_future(ended.wait()), asyncio.ensure_future(closing.wait())]
-        done, _ = await asyncio.wait([get, *stops], timeout=PING_SECONDS, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in stops:
-            waiter.cancel()
-        if get in done:
+        try:
+            done, _ = await asyncio.wait([get, *stops], timeout=PING_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when the client went away and this generator is closed mid-wait: no waiter is
+            # left pending (asyncio would log "Task was destroyed but it is pending").
+            for waiter in stops:
+                waiter.cancel()
+            if not get.done():
+                get.cancel()
+        if get in done and not get.cancelled():
             yield get.result()
             continue
-        get.cancel()
         if done:
             return
         if not await still_valid():

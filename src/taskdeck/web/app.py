@@ -21,7 +21,7 @@ from taskdeck.engine import Engine, IntakeError
 from taskdeck.web.api import router
 from taskdeck.web.assets import router as assets_router
 from taskdeck.web.guard import Guard
-from taskdeck.web.pages import not_found_page, wants_page
+from taskdeck.web.pages import not_found_page, problem_page, wants_page
 from taskdeck.web.pages import router as pages_router
 from taskdeck.web.sessions import Sessions
 
@@ -111,7 +111,9 @@ def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
         return {"demo": demo, **settings.redacted()}
 
     @app.exception_handler(IntakeError)
-    async def refused(request: Request, exc: IntakeError) -> JSONResponse:
+    async def refused(request: Request, exc: IntakeError) -> Response:
+        if wants_page(request):
+            return await problem_page(request, exc.status, exc.message)
         return JSONResponse({"error": {"message": exc.message, "problems": exc.problems}}, status_code=exc.status)
 
     @app.exception_handler(HTTPException)
@@ -121,11 +123,13 @@ def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
         return JSONResponse({"error": {"message": exc.detail}}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         problems = [
             {"loc": [p for p in e["loc"] if p != "body"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
         ]
         message = "; ".join(".".join(str(x) for x in p["loc"]) + ": " + p["msg"] for p in problems)
+        if wants_page(request):
+            return await problem_page(request, 422, f"The address asks for something this page cannot show: {message}")
         return JSONResponse({"error": {"message": message, "problems": problems}}, status_code=422)
 
     return app

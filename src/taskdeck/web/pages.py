@@ -25,7 +25,7 @@ from taskdeck.web.auth import Caller, optional_caller
 from taskdeck.web.sessions import Sessions
 from taskdeck.web.views import compare_page, task_summary
 
-__all__ = ["not_found_page", "router", "wants_page"]
+__all__ = ["not_found_page", "problem_page", "router", "wants_page"]
 
 router = APIRouter(include_in_schema=False)
 # Autoescaping is on for .html templates: upstream text in a page is always text.
@@ -183,6 +183,16 @@ def _not_found(request: Request, who: Caller | None, what: str) -> Response:
     return _render(request, "notfound.html", who, {"what": what, "title": "Not found — Taskdeck"}, status_code=404)
 
 
+async def problem_page(request: Request, status: int, message: str) -> Response:
+    """A person's request that cannot be shown (a bad filter in the address, a compare of one task): say why."""
+    try:
+        who = await optional_caller(request)
+    except HTTPException:
+        who = None
+    context = {"what": message, "heading": "Cannot show this page", "title": "Cannot show this page — Taskdeck"}
+    return _render(request, "notfound.html", who, context, status_code=status)
+
+
 @router.get("/task/{task_id}", response_class=HTMLResponse)
 async def task_html(request: Request, task_id: str) -> Response:
     who = await optional_caller(request)
@@ -213,19 +223,21 @@ IdsQuery = Annotated[list[str], Query(max_length=40)]
 
 
 @router.get("/compare", response_class=HTMLResponse)
-async def compare_html(request: Request, id: IdsQuery) -> Response:
+async def compare_html(request: Request, id: IdsQuery = []) -> Response:  # noqa: B006 (FastAPI copies it)
     who = await optional_caller(request)
     if who is None:
         return _sign_in_first(request)
     try:
         data = await _compare_data(request, who, id)
     except HTTPException as err:
-        return _not_found(request, who, str(err.detail))
+        if err.status_code == 404:
+            return _not_found(request, who, str(err.detail))
+        return await problem_page(request, err.status_code, str(err.detail))
     return _render(request, "compare.html", who, {"data": data, "title": "Compare — Taskdeck"})
 
 
 @router.get("/compare.json")
-async def compare_json(request: Request, id: IdsQuery) -> JSONResponse:
+async def compare_json(request: Request, id: IdsQuery = []) -> JSONResponse:  # noqa: B006 (FastAPI copies it)
     """The compare page's data: one row per output field, one cell per task."""
     who = await optional_caller(request)
     if who is None:

@@ -157,11 +157,13 @@ def compare_page(tasks: list[Task]) -> dict[str, Any]:
         for task in tasks:
             values = _fields(task)
             basis = next((b for b in (task.output or {}).get("basis") or [] if b.get("field") == name), None)
+            is_report = (task.output or {}).get("type") == "text" and isinstance(values.get(name), str)
             cells.append(
                 {
                     "task_id": task.id,
                     "present": name in values,
                     "value": values.get(name),
+                    "report_html": _render_report(values[name]) if is_report else None,
                     "confidence": basis.get("confidence") if basis else None,
                     "citations": basis.get("citations") or [] if basis else [],
                     "reasoning": basis.get("reasoning") if basis else None,

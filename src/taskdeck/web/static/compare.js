@@ -5,6 +5,11 @@ const data = JSON.parse(document.getElementById("compare-data").textContent);
 
 function cellNode(cell) {
   if (!cell.present) return h("span", { class: "muted" }, "—");
+  if (cell.report_html) {
+    const div = h("div", { class: "markdown report" });
+    div.innerHTML = cell.report_html;  // built by the server: markdown-it, then nh3 with an allow-list
+    return div;
+  }
   const value = cell.value !== null && typeof cell.value === "object" ? JSON.stringify(cell.value, null, 1) : String(cell.value ?? "null");
   return h("div", {},
     h("div", { class: "value" }, value),
@@ -17,4 +22,5 @@ document.addEventListener("DOMContentLoaded", () => {
     h("th", {}, h("a", { href: t.urls.page }, t.input_preview || t.id), h("div", { class: "muted small" }, `${t.processor} · ${t.status} · ${money(t.cost_usd)}`))));
   const rows = data.rows.map((r) => h("tr", {}, h("th", {}, r.field), r.cells.map((c) => h("td", {}, cellNode(c)))));
   document.getElementById("compare").replaceChildren(h("thead", {}, head), h("tbody", {}, rows));
+  document.getElementById("compare-empty").hidden = data.rows.length > 0;
 });

@@ -21,8 +21,15 @@ const $ = (id) => document.getElementById(id);
 // -- key -------------------------------------------------------------------------------------
 function nextPath() {
   const next = params.get("next");
-  // Only a path of this site: "/x", never "//host" or "/\\host".
-  return next && /^\/(?![\/\\])/.test(next) ? next : null;
+  // Only a page of this site. Parse it as the browser will (which drops tabs and newlines, so
+  // "/\t/evil.com" is "//evil.com") and keep it only when it stays on this origin.
+  if (!next || !next.startsWith("/") || /[\u0000-\u001f\u007f\\]/.test(next)) return null;
+  try {
+    const url = new URL(next, location.origin);
+    return url.origin === location.origin ? url.pathname + url.search + url.hash : null;
+  } catch (e) {
+    return null;
+  }
 }
 
 function showKey(signedIn, mask) {
@@ -172,7 +179,7 @@ function prefill(source, follow) {
 // Runs of $1 or more are confirmed first, showing what they cost.
 function confirmCost(price) {
   const dialog = $("confirm-cost");
-  $("confirm-cost-amount").textContent = `$${price.toFixed(2)}`;
+  $("confirm-cost-amount").textContent = `$${price.toFixed(3)}`;
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "run"), { once: true });
     dialog.showModal();
@@ -232,7 +239,8 @@ function renderChips() {
   const chips = [chip("All", null, data.total)];
   for (const s of order) if (data.counts[s]) chips.push(chip(s.replace("_", " "), s, data.counts[s]));
   $("status-chips").replaceChildren(...chips);
-  $("total").textContent = `${data.total.toLocaleString()} in all`;
+  $("total").textContent = `${data.total.toLocaleString()} in all` +
+    (data.filters.q ? " (counts are for every task, not only the search results)" : "");
 }
 
 function renderList() {
@@ -260,11 +268,15 @@ function showBulk() {
   $("select-all").checked = boxes.length > 0 && boxes.every((b) => b.checked);
 }
 
+// A task not on this page belongs at its top only when it is newer than every row shown
+// (a status change of an older task, on a later page, must not jump here).
 function matchesFilters(t) {
   const f = data.filters;
   if (f.cursor || f.order === "oldest" || f.q) return false;  // only the live head of the list grows
   if (f.status.length && !f.status.includes(t.status)) return false;
-  return !f.processor || f.processor === t.processor;
+  if (f.processor && f.processor !== t.processor) return false;
+  const newest = data.tasks.length ? data.tasks[0].created_at : null;
+  return newest === null || Date.parse(t.created_at) > Date.parse(newest);
 }
 
 function watchTasks() {
@@ -273,28 +285,34 @@ function watchTasks() {
     const t = JSON.parse(e.data);
     const body = document.querySelector("#tasks tbody");
     const old = body.querySelector(`tr[data-id="${CSS.escape(t.id)}"]`);
-    const before = old ? old.dataset.status : null;
-    if (before !== t.status) {
-      if (before) data.counts[before] = Math.max(0, (data.counts[before] || 1) - 1);
-      else data.total += 1;
-      data.counts[t.status] = (data.counts[t.status] || 0) + 1;
-      renderChips();
-    }
     if (old) old.replaceWith(row(t));
-    else if (matchesFilters(t)) { body.prepend(row(t)); $("empty").hidden = true; }
+    else if (matchesFilters(t)) { body.prepend(row(t)); data.tasks.unshift(t); $("empty").hidden = true; }
+    refreshCounts();
   });
   source.addEventListener("removed", (e) => {
     const { id } = JSON.parse(e.data);
     const old = document.querySelector(`#tasks tbody tr[data-id="${CSS.escape(id)}"]`);
-    if (old) {
-      data.counts[old.dataset.status] = Math.max(0, (data.counts[old.dataset.status] || 1) - 1);
-      data.total = Math.max(0, data.total - 1);
-      old.remove();
-      selected.delete(id);
-      renderChips();
-      showBulk();
-    }
+    if (old) old.remove();
+    selected.delete(id);
+    showBulk();
+    refreshCounts();
   });
+}
+
+// Counts come from the server (a change may concern a task on another page or outside the
+// filter, which this page cannot place): asked again at most once a second.
+let countsTimer = null;
+function refreshCounts() {
+  if (countsTimer) return;
+  countsTimer = setTimeout(async () => {
+    countsTimer = null;
+    try {
+      const fresh = await api("GET", `/index.json${location.search}`);
+      data.counts = fresh.counts;
+      data.total = fresh.total;
+      renderChips();
+    } catch (e) { /* the next change asks again */ }
+  }, 1000);
 }
 
 // Ages and running durations move on while the page is open.
@@ -322,7 +340,13 @@ document.addEventListener("DOMContentLoaded", () => {
   showKey(data.signed_in, data.key);
   if (data.prefill) prefill(data.prefill, params.get("follow") === "1");
   syncForm();
-  window.addEventListener("pageshow", syncForm);
+  window.addEventListener("pageshow", () => {
+    // Back from another page may restore ticked boxes: the selection is what is ticked.
+    selected.clear();
+    for (const box of document.querySelectorAll("#tasks input.pick")) if (box.checked) selected.add(box.dataset.id);
+    syncForm();
+    showBulk();
+  });
   for (const el of document.querySelectorAll("#task-form input, #task-form select, #task-form textarea")) {
     el.addEventListener("input", () => { syncForm(); scheduleCheck(); });
     el.addEventListener("change", () => { syncForm(); scheduleCheck(); });

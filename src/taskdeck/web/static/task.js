@@ -51,8 +51,9 @@ function showDuration() {
 function showProblem(t) {
   const box = $("problem");
   const lines = [];
-  if (t.error) lines.push(`Parallel reported: ${t.error.message || JSON.stringify(t.error)}`);
+  // Taskdeck's message already quotes Parallel's error where there is one: say it once.
   if (t.message) lines.push(t.message);
+  else if (t.error) lines.push(`Parallel reported: ${t.error.message || JSON.stringify(t.error)}`);
   box.replaceChildren(...lines.map((l) => h("p", {}, l)));
   box.hidden = lines.length === 0;
 }
@@ -177,6 +178,11 @@ function applyFacts(t) {
   fillTime($("created"), t.created_at);
   fillTime($("completed"), t.completed_at);
   if (t.run_id) $("run-id").textContent = t.run_id;
+  $("copy-run").hidden = !t.run_id;
+  // A run that ended without a single event (refused, or events off) has no sources or reasoning to show.
+  const quiet = TERMINAL.has(t.status) && messages === 0 && !t.progress;
+  $("progress-card").hidden = quiet;
+  $("reasoning-card").hidden = quiet;
   $("cost").textContent = t.cost_usd === null ? "none: no run was created" : money(t.cost_usd);
   renderResult(t);
   renderFollowUps(t.follow_ups || []);
@@ -225,7 +231,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("delete").addEventListener("click", async () => {
     const billed = task.run_id && !TERMINAL.has(task.status) ? " The run goes on at Parallel and is billed." : "";
     if (!confirm(`Delete this task and its events?${billed}`)) return;
-    try { await api("DELETE", `/api/tasks/${task.id}`); location.assign("/"); } catch (err) { showProblem({ message: err.message }); }
+    try { await api("DELETE", `/api/tasks/${task.id}`); location.replace("/"); } catch (err) { showProblem({ message: err.message }); }
   });
   $("follow-up").addEventListener("submit", async (e) => {
     e.preventDefault();
