@@ -147,6 +147,7 @@ def pages(args: argparse.Namespace) -> dict[str, Any]:
             _time(client, "/api/tasks", 5)  # warm up
             listing = _time(client, "/api/tasks", args.repeat)
             page = _time(client, f"/task/{big}.json", args.repeat)
+            home = _time(client, "/index.json", args.repeat)  # the home page's data: a page of 50 and counts
             assert len(client.get(f"/task/{big}.json").json()["events"]) == args.events
     finally:
         _stop(proc)
@@ -160,6 +161,8 @@ def pages(args: argparse.Namespace) -> dict[str, Any]:
         "task_json_p50_ms": round(_pct(page, 0.5), 2),
         "task_json_p95_ms": round(_pct(page, 0.95), 2),
         "task_json_max_ms": round(max(page), 2),
+        "home_json_p50_ms": round(_pct(home, 0.5), 2),
+        "home_json_p95_ms": round(_pct(home, 0.95), 2),
         "bars": "list p95 <= 50 ms; task json <= 200 ms",
     }
 
