@@ -6,12 +6,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import emulator_streams, engine_ingest, engine_runs, ui, web
+from bench import emulator_streams, engine_ingest, engine_runs, pg_driver, ui, web
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], Any]] = {
     "emulator-streams": emulator_streams.run,
     "engine-ingest": engine_ingest.run,
     "engine-runs": engine_runs.run,
+    "pg-driver": pg_driver.run,
     "web": web.run,
     "ui": ui.run,
 }
