@@ -92,6 +92,15 @@ class Settings:
         default_factory=default_db_path,
         metadata={"help": "SQLite database file.", "doc_default": "$XDG_DATA_HOME/taskdeck/taskdeck.db"},
     )
+    database_url: str = field(
+        default="",
+        metadata={
+            "secret": True,  # a PostgreSQL URL may carry a password
+            "doc_default": "(db_path)",
+            "help": "The database: a file path or sqlite:///path (SQLite), or postgresql://user@host/db, which "
+            "many processes on many machines can share; default: db_path.",
+        },
+    )
     secret_key: str | None = field(
         default=None,
         metadata={
@@ -169,6 +178,11 @@ class Settings:
     )
 
     @property
+    def store_url(self) -> str:
+        """The database actually used: ``database_url``, else the SQLite file ``db_path``."""
+        return self.database_url or str(self.db_path)
+
+    @property
     def base_url(self) -> str:
         """The upstream base URL actually used."""
         return self.parallel_base_url or os.environ.get("PARALLEL_BASE_URL") or "https://api.parallel.ai"
@@ -204,6 +218,12 @@ class Settings:
             raise ValueError("create_settle must be at least create_timeout (a create may land until it times out)")
         if self.daily_budget_usd < 0:
             raise ValueError("daily_budget_usd must be 0 (no limit) or more")
+        if self.database_url.startswith(("postgresql://", "postgres://")) and not self.secret_key:
+            raise ValueError(
+                "TASKDECK_SECRET_KEY is required with a PostgreSQL database: every process, on every machine, must "
+                "use the same secret to read the stored keys (generate one with: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))')"
+            )
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
         if not self.allowed_hosts and self.host in WILDCARD_HOSTS:

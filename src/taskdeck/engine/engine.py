@@ -31,7 +31,7 @@ from taskdeck.engine.writer import Writer, note
 from taskdeck.models import ACTIVE_UPSTREAM, Task, TaskStatus, new_task_id
 from taskdeck.processors import get_processor
 from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, Store
-from taskdeck.store.sqlite import SqliteStore
+from taskdeck.store.open import open_store
 from taskdeck.upstream.client import Upstream, UpstreamError
 from taskdeck.vault import KeyVault
 
@@ -48,7 +48,7 @@ class Engine:
     def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
         settings.validate()
         self.settings = settings
-        self.store: Store = store if store is not None else SqliteStore(settings.db_path)
+        self.store: Store = store if store is not None else open_store(settings.store_url)
         self.vault = KeyVault.open(settings.secret_key, settings.db_path)
         self.feed = Feed()
         self.writer = Writer(self.store, self.feed, batch=settings.write_batch)

@@ -15,7 +15,7 @@ from taskdeck.jsonbody import text_problems
 from taskdeck.models import Task, TaskStatus, new_task_id
 from taskdeck.processors import Processor, get_processor
 from taskdeck.store.base import InsertTask, PutKey
-from taskdeck.store.sqlite import SqliteStore
+from taskdeck.store.open import open_store
 from taskdeck.taskspec import Problem, check_run_input
 from taskdeck.vault import KeyVault
 
@@ -127,7 +127,7 @@ def enqueue_many(settings: Settings, api_key: str, requests: list[Any]) -> list[
     vault = KeyVault.open(settings.secret_key, settings.db_path)
     owner = vault.owner(api_key)
     tasks = [new_task(owner, *validate_request(r)) for r in requests]
-    store = SqliteStore(settings.db_path)
+    store = open_store(settings.store_url)
     try:
         store.apply([key_record(vault, api_key), *map(InsertTask, tasks)])
     finally:

@@ -1,0 +1,481 @@
+"""The PostgreSQL store: many processes on many machines share one database.
+
+The same :class:`~taskdeck.store.base.Store` as SQLite, with what PostgreSQL does better:
+
+* leases are claimed with ``FOR UPDATE SKIP LOCKED`` in batches, so concurrent workers never
+  wait on each other and never claim the same task;
+* events are numbered per task (``seq`` 1, 2, 3 … of that task) under a lock on the task's row,
+  so the numbers are in commit order for each task whatever the number of writers, which is what
+  SSE resume (``Last-Event-ID``) needs; ``ON CONFLICT DO NOTHING … RETURNING`` reports exactly
+  the events inserted;
+* migrations (``migrations_pg/``) run under an advisory lock, so processes starting together do
+  not race.
+
+psycopg 3 with a connection pool (chosen by measurement, see ``bench/pg_driver.py``): the store
+interface is synchronous and runs in worker threads, as SQLite's does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from taskdeck.models import Event, Origin, Task, TaskStatus
+from taskdeck.store.base import (
+    AdvanceGroupCursor,
+    AppendEvent,
+    InsertTask,
+    OwnerGroup,
+    PatchTask,
+    PutKey,
+    UsageReport,
+    Write,
+)
+
+__all__ = ["PostgresStore", "pg_migration_files"]
+
+JSON_COLUMNS = frozenset({"request", "error", "warnings", "output", "progress"})
+TASK_COLUMNS = (
+    "id owner processor request status created_at run_id interaction_id upstream_status error warnings output "
+    "progress progress_meter cost_usd follow_up_of submitted_at first_event_at last_event_at completed_at message "
+    "lease_owner lease_expires submit_group submit_token submit_cursor submit_started_at"
+).split()
+FOLLOWED = [s.value for s in TaskStatus if s.is_followed]
+MIGRATION_LOCK = 0x7A5D_0001  # pg_advisory_xact_lock key: one migrating process at a time
+
+
+def pg_migration_files() -> list[tuple[int, str]]:
+    """(version, SQL) of every numbered PostgreSQL migration, in order."""
+    folder = resources.files("taskdeck.store") / "migrations_pg"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql") and entry.name[:4].isdigit():
+            found.append((int(entry.name[:4]), entry.read_text()))
+    return sorted(found)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _row_to_task(row: dict[str, Any]) -> Task:
+    values = {k: row[k] for k in TASK_COLUMNS}
+    for k in JSON_COLUMNS:
+        if values[k] is not None:
+            values[k] = json.loads(values[k])
+    values["status"] = TaskStatus(values["status"])
+    return Task(**values)
+
+
+def _row_to_event(row: dict[str, Any]) -> Event:
+    return Event(
+        seq=row["seq"],
+        task_id=row["task_id"],
+        type=row["type"],
+        origin=Origin(row["origin"]),
+        data=row["data"],
+        received_at=row["received_at"],
+        upstream_ts=row["upstream_ts"],
+        dedup_key=row["dedup_key"],
+    )
+
+
+class PostgresStore:
+    """The :class:`~taskdeck.store.base.Store` on a PostgreSQL database (``postgresql://…``)."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        # Autocommit connections; every write opens an explicit transaction (``_tx``), reads are
+        # single statements. `open=True` fails here, at start, when the database is unreachable.
+        self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            connection_class=psycopg.Connection[dict[str, Any]],
+            open=True,
+            name="taskdeck",
+        )
+        self._pool.wait(timeout=30)
+        self.migrate()
+
+    # -- connections -------------------------------------------------------------
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        with self._pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    def _all(self, sql: str | bytes, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def _one(self, sql: str | bytes, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        with self._conn() as conn:
+            return conn.execute(sql, params).fetchone()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # -- schema ------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        """Apply every migration not applied yet, under an advisory lock; return the versions applied now."""
+        applied_now = []
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
+            )
+            done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, sql in pg_migration_files():
+                if version in done:
+                    continue
+                conn.execute(sql.encode())  # a whole file: psycopg sends it as one simple query
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, time.time()))
+                applied_now.append(version)
+        return applied_now
+
+    # -- writes ------------------------------------------------------------------
+    def apply(self, writes: Sequence[Write]) -> list[Event]:
+        inserted: list[Event] = []
+        with self._tx() as conn:
+            # As in SQLite: events and unguarded patches are gathered and written together; anything
+            # else first flushes what was gathered, keeping the order of the writes.
+            events: list[AppendEvent] = []
+            patches: dict[str, dict[str, Any]] = {}
+
+            def flush() -> None:
+                nonlocal events
+                if events:
+                    inserted.extend(self._append(conn, events))
+                    events = []
+                for task_id, changes in patches.items():
+                    self._patch(conn, PatchTask(task_id, changes))
+                patches.clear()
+
+            for write in writes:
+                if isinstance(write, AppendEvent):
+                    events.append(write)
+                elif isinstance(write, PatchTask) and write.only_if_status is None:
+                    patches.setdefault(write.task_id, {}).update(write.changes)
+                else:
+                    flush()
+                    if isinstance(write, PatchTask):
+                        self._patch(conn, write)
+                    elif isinstance(write, InsertTask):
+                        self._insert_task(conn, write.task)
+                    elif isinstance(write, AdvanceGroupCursor):
+                        conn.execute(
+                            "UPDATE owner_groups SET run_cursor = %s WHERE owner = %s AND taskgroup_id = %s",
+                            (write.run_cursor, write.owner, write.taskgroup_id),
+                        )
+                    elif isinstance(write, PutKey):
+                        conn.execute(
+                            "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) "
+                            "VALUES (%s,%s,%s,%s,%s) ON CONFLICT (owner) DO UPDATE SET "
+                            "ciphertext=excluded.ciphertext, last4=excluded.last4, updated_at=excluded.updated_at",
+                            (write.owner, write.ciphertext, write.last4, write.at, write.at),
+                        )
+            flush()
+        return inserted
+
+    def _append(self, conn: psycopg.Connection[dict[str, Any]], rows: list[AppendEvent]) -> list[Event]:
+        task_ids = sorted({r.task_id for r in rows})
+        # The task rows' locks serialise numbering per task (in id order: no deadlock between batches);
+        # a task deleted meanwhile has no row, and its events are dropped like any event of a gone task.
+        live = {
+            r["id"] for r in conn.execute("SELECT id FROM tasks WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (task_ids,))
+        }
+        last = {
+            r["task_id"]: r["seq"]
+            for r in conn.execute(
+                "SELECT task_id, COALESCE(MAX(seq), 0) AS seq FROM events WHERE task_id = ANY(%s) GROUP BY task_id",
+                (task_ids,),
+            )
+        }
+        numbered: list[tuple[int, AppendEvent]] = []
+        for row in rows:
+            if row.task_id not in live:
+                continue
+            last[row.task_id] = last.get(row.task_id, 0) + 1
+            numbered.append((last[row.task_id], row))
+        if not numbered:
+            return []
+        # One statement per batch (unnest of columns); a duplicate dedup key is skipped and, with
+        # RETURNING, simply not reported.
+        stored = conn.execute(
+            "INSERT INTO events (task_id, seq, type, origin, data, received_at, upstream_ts, dedup_key) "
+            "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[], "
+            "%b::double precision[], %b::text[], %b::text[]) ON CONFLICT DO NOTHING RETURNING task_id, seq",
+            (
+                [r.task_id for _, r in numbered],
+                [s for s, _ in numbered],
+                [r.type for _, r in numbered],
+                [r.origin.value for _, r in numbered],
+                [r.data for _, r in numbered],
+                [r.received_at for _, r in numbered],
+                [r.upstream_ts for _, r in numbered],
+                [r.dedup_key for _, r in numbered],
+            ),
+        ).fetchall()
+        kept = {(r["task_id"], r["seq"]) for r in stored}
+        return [
+            Event(s, r.task_id, r.type, r.origin, r.data, r.received_at, r.upstream_ts, r.dedup_key)
+            for s, r in numbered
+            if (r.task_id, s) in kept
+        ]
+
+    def _patch(self, conn: psycopg.Connection[dict[str, Any]], patch: PatchTask) -> None:
+        if not patch.changes:
+            return
+        cols = []
+        values: list[Any] = []
+        for key, value in patch.changes.items():
+            if key not in TASK_COLUMNS or key == "id":
+                raise ValueError(f"unknown task column {key!r}")
+            cols.append(f"{key} = %s")
+            values.append(_json(value) if key in JSON_COLUMNS else value)
+        sql = f"UPDATE tasks SET {', '.join(cols)} WHERE id = %s"
+        values.append(patch.task_id)
+        if patch.only_if_status:
+            sql += " AND status = ANY(%s)"
+            values.append([s.value for s in patch.only_if_status])
+        conn.execute(sql.encode(), values)
+
+    def _insert_task(self, conn: psycopg.Connection[dict[str, Any]], task: Task) -> None:
+        values = []
+        for col in TASK_COLUMNS:
+            value = getattr(task, col)
+            values.append(_json(value) if col in JSON_COLUMNS else value)
+        conn.execute(
+            f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ({','.join(['%s'] * len(TASK_COLUMNS))})".encode(),
+            values,
+        )
+
+    # -- reads -------------------------------------------------------------------
+    def get_task(self, task_id: str) -> Task | None:
+        row = self._one("SELECT * FROM tasks WHERE id = %s", (task_id,))
+        return None if row is None else _row_to_task(row)
+
+    def get_task_by_run(self, run_id: str) -> Task | None:
+        row = self._one("SELECT * FROM tasks WHERE run_id = %s", (run_id,))
+        return None if row is None else _row_to_task(row)
+
+    def delete_task(self, task_id: str, *, only_if_status: Sequence[str] | None = None) -> bool:
+        guard = "" if only_if_status is None else " AND status = ANY(%s)"
+        params: list[Any] = [task_id] if only_if_status is None else [task_id, list(only_if_status)]
+        with self._tx() as conn:
+            # Events go with the task (ON DELETE CASCADE).
+            gone = conn.execute(f"DELETE FROM tasks WHERE id = %s{guard}".encode(), params).rowcount
+        return gone > 0
+
+    def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
+        if not task_ids:
+            return []
+        return [_row_to_task(r) for r in self._all("SELECT * FROM tasks WHERE id = ANY(%s)", (list(task_ids),))]
+
+    def list_tasks(
+        self,
+        owner: str,
+        *,
+        statuses: Sequence[str] | None = None,
+        processor: str | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+        oldest_first: bool = False,
+        follow_up_of: str | None = None,
+    ) -> list[Task]:
+        sql = "SELECT * FROM tasks WHERE owner = %s"
+        params: list[Any] = [owner]
+        if follow_up_of is not None:
+            sql += " AND follow_up_of = %s"
+            params.append(follow_up_of)
+        if statuses:
+            sql += " AND status = ANY(%s)"
+            params.append(list(statuses))
+        if processor:
+            sql += " AND processor = %s"
+            params.append(processor)
+        if text:
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            sql += " AND (request LIKE %s ESCAPE '\\' OR run_id = %s OR id = %s)"
+            params += [f"%{escaped}%", text, text]
+        if before is not None:
+            sql += " AND (created_at, id) > (%s, %s)" if oldest_first else " AND (created_at, id) < (%s, %s)"
+            params += list(before)
+        order = "ASC" if oldest_first else "DESC"
+        sql += f" ORDER BY created_at {order}, id {order} LIMIT %s"
+        params.append(limit)
+        return [_row_to_task(r) for r in self._all(sql.encode(), params)]
+
+    def events(self, task_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        sql = "SELECT * FROM events WHERE task_id = %s AND seq > %s ORDER BY seq"
+        params: list[Any] = [task_id, after_seq]
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        return [_row_to_event(r) for r in self._all(sql.encode(), params)]
+
+    def dedup_keys(self, task_id: str) -> set[str]:
+        rows = self._all("SELECT dedup_key FROM events WHERE task_id = %s AND dedup_key IS NOT NULL", (task_id,))
+        return {r["dedup_key"] for r in rows}
+
+    def get_key(self, owner: str) -> bytes | None:
+        row = self._one("SELECT ciphertext FROM api_keys WHERE owner = %s", (owner,))
+        # A forgotten key keeps its row (tasks reference the owner) with an empty ciphertext.
+        return None if row is None or not row["ciphertext"] else bytes(row["ciphertext"])
+
+    def forget_key(self, owner: str) -> bool:
+        with self._tx() as conn:
+            changed = conn.execute(
+                "UPDATE api_keys SET ciphertext = '\\x'::bytea, last4 = '', updated_at = %s "
+                "WHERE owner = %s AND length(ciphertext) > 0",
+                (time.time(), owner),
+            ).rowcount
+        return changed > 0
+
+    def owners_with_keys(self, owners: Sequence[str]) -> set[str]:
+        ids = list(dict.fromkeys(owners))
+        rows = self._all("SELECT owner FROM api_keys WHERE length(ciphertext) > 0 AND owner = ANY(%s)", (ids,))
+        return {r["owner"] for r in rows}
+
+    def spent_since(self, owner: str, since: float) -> float:
+        row = self._one(
+            "SELECT COALESCE(SUM(cost_usd), 0) AS spent FROM tasks WHERE owner = %s AND created_at >= %s "
+            "AND status != %s",
+            (owner, since, TaskStatus.REJECTED.value),
+        )
+        return float(row["spent"]) if row else 0.0
+
+    def count_tasks(self, owner: str | None = None, *, processor: str | None = None) -> dict[str, int]:
+        sql = "SELECT status, COUNT(*) AS n FROM tasks WHERE TRUE"
+        params: list[Any] = []
+        if owner is not None:
+            sql += " AND owner = %s"
+            params.append(owner)
+        if processor is not None:
+            sql += " AND processor = %s"
+            params.append(processor)
+        return {r["status"]: int(r["n"]) for r in self._all((sql + " GROUP BY status").encode(), params)}
+
+    # -- owner groups ------------------------------------------------------------
+    def get_owner_group(self, owner: str) -> OwnerGroup | None:
+        row = self._one("SELECT owner, taskgroup_id, run_cursor FROM owner_groups WHERE owner = %s", (owner,))
+        return None if row is None else OwnerGroup(row["owner"], row["taskgroup_id"], row["run_cursor"])
+
+    def claim_owner_group(self, owner: str, taskgroup_id: str, now: float) -> OwnerGroup:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO owner_groups (owner, taskgroup_id, run_cursor, created_at) VALUES (%s,%s,NULL,%s) "
+                "ON CONFLICT (owner) DO NOTHING",
+                (owner, taskgroup_id, now),
+            )
+            row = conn.execute(
+                "SELECT owner, taskgroup_id, run_cursor FROM owner_groups WHERE owner = %s", (owner,)
+            ).fetchone()
+        assert row is not None
+        return OwnerGroup(row["owner"], row["taskgroup_id"], row["run_cursor"])
+
+    def drop_owner_group(self, owner: str, taskgroup_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM owner_groups WHERE owner = %s AND taskgroup_id = %s", (owner, taskgroup_id))
+
+    # -- sessions ----------------------------------------------------------------
+    def put_session(self, id_hash: str, owner: str, now: float, expires_at: float) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires_at < %s", (now,))
+            conn.execute(
+                "INSERT INTO sessions (id_hash, owner, created_at, expires_at) VALUES (%s,%s,%s,%s)",
+                (id_hash, owner, now, expires_at),
+            )
+
+    def get_session(self, id_hash: str, now: float) -> str | None:
+        row = self._one("SELECT owner FROM sessions WHERE id_hash = %s AND expires_at > %s", (id_hash, now))
+        return None if row is None else str(row["owner"])
+
+    def delete_session(self, id_hash: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM sessions WHERE id_hash = %s", (id_hash,)).rowcount > 0
+
+    def delete_sessions(self, owner: str) -> int:
+        with self._tx() as conn:
+            return int(conn.execute("DELETE FROM sessions WHERE owner = %s", (owner,)).rowcount)
+
+    # -- rate usage --------------------------------------------------------------
+    def put_usage(self, holder: str, usage: dict[str, dict[int, int]], now: float, *, final: bool = False) -> None:
+        with self._tx() as conn:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO rate_usage (owner, holder, buckets, updated_at, final) VALUES (%s,%s,%s,%s,%s) "
+                    "ON CONFLICT (owner, holder) DO UPDATE SET buckets=excluded.buckets, "
+                    "updated_at=excluded.updated_at, final=excluded.final",
+                    [
+                        (owner, holder, _json({str(k): v for k, v in b.items()}), now, final)
+                        for owner, b in usage.items()
+                    ],
+                )
+            conn.execute("DELETE FROM rate_usage WHERE updated_at < %s", (now - 300,))
+
+    def get_usage(self, since: float, exclude_holder: str) -> list[UsageReport]:
+        rows = self._all(
+            "SELECT owner, holder, buckets, updated_at, final FROM rate_usage WHERE updated_at >= %s AND holder != %s",
+            (since, exclude_holder),
+        )
+        return [
+            UsageReport(
+                r["owner"],
+                r["holder"],
+                {int(k): int(v) for k, v in json.loads(r["buckets"]).items()},
+                r["updated_at"],
+                bool(r["final"]),
+            )
+            for r in rows
+        ]
+
+    # -- leases ------------------------------------------------------------------
+    def claim(self, holder: str, now: float, ttl: float, limit: int) -> list[Task]:
+        if limit <= 0:
+            return []
+        with self._tx() as conn:
+            # SKIP LOCKED: workers claiming at the same moment take different tasks, without waiting.
+            rows = conn.execute(
+                "UPDATE tasks SET lease_owner = %s, lease_expires = %s WHERE id IN ("
+                " SELECT id FROM tasks WHERE status = ANY(%s)"
+                " AND (lease_owner IS NULL OR lease_expires < %s)"
+                # A task whose key was forgotten cannot be followed until its owner signs in again.
+                " AND owner IN (SELECT owner FROM api_keys WHERE length(ciphertext) > 0)"
+                " ORDER BY COALESCE(last_event_at, created_at) DESC LIMIT %s FOR UPDATE SKIP LOCKED"
+                ") RETURNING *",
+                (holder, now + ttl, FOLLOWED, now, limit),
+            ).fetchall()
+        tasks = [_row_to_task(r) for r in rows]
+        return sorted(tasks, key=lambda t: t.last_event_at or t.created_at, reverse=True)
+
+    def renew(self, holder: str, task_ids: Sequence[str], expires: float) -> set[str]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "UPDATE tasks SET lease_expires = %s WHERE lease_owner = %s AND id = ANY(%s) RETURNING id",
+                (expires, holder, list(task_ids)),
+            ).fetchall()
+        return {r["id"] for r in rows}
+
+    def release(self, holder: str, task_ids: Sequence[str]) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = %s AND id = ANY(%s)",
+                (holder, list(task_ids)),
+            )
