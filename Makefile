@@ -3,7 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
 
-.PHONY: install browser demo emulator test lint typecheck unit test-under-load bench clean
+.PHONY: install browser postgres demo emulator test lint typecheck unit test-under-load bench clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,14 @@ browser:
 		echo "installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The store tests run on PostgreSQL too (tests/pg.py): a server on 127.0.0.1:5432, or a throwaway
+# cluster the tests start with initdb/pg_ctl. Install the server binaries when neither is there.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || command -v initdb >/dev/null 2>&1 || \
+		ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing PostgreSQL for the store tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -38,7 +46,7 @@ typecheck: install
 		echo "mypy --strict $$dir"; MYPYPATH=tests:$$dir $(BIN)/mypy --strict $$dir || exit 1; \
 	done
 
-unit: install browser
+unit: install browser postgres
 	$(BIN)/pytest
 
 test: lint typecheck unit  ## install, then lint, type-check and run the whole test suite
