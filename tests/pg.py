@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import glob
 import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -40,6 +41,14 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
 def _bin(name: str) -> str:
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
     if found is None:
@@ -56,24 +65,23 @@ def _start_cluster() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    user = ["-U", "postgres"]
-    subprocess.run([_bin("initdb"), "-D", folder, "-A", "trust", *user], check=True, capture_output=True)
-    subprocess.run(
-        [
-            _bin("pg_ctl"),
-            "-D",
-            folder,
-            "-o",
-            f"-p {port} -k {folder} -h 127.0.0.1",
-            "-l",
-            f"{folder}/log",
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
+    # PostgreSQL refuses to run as root: then run it as an unprivileged user owning the folder.
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        name = "postgres" if _user_exists("postgres") else "nobody"
+        shutil.chown(folder, name)
+        as_user = ["runuser", "-u", name, "--"]
+
+    def run(*args: str) -> None:
+        done = subprocess.run([*as_user, *args], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {done.stderr[-2000:]}")
+
+    run(_bin("initdb"), "-D", folder, "-A", "trust", "-U", "postgres")
+    run(_bin("pg_ctl"), "-D", folder, "-o", f"-p {port} -k {folder} -h 127.0.0.1", "-l", f"{folder}/log", "-w", "start")
+    atexit.register(
+        lambda: subprocess.run([*as_user, _bin("pg_ctl"), "-D", folder, "-m", "immediate", "stop"], check=False)
     )
-    atexit.register(lambda: subprocess.run([_bin("pg_ctl"), "-D", folder, "-m", "immediate", "stop"], check=False))
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     deadline = time.monotonic() + 30
     while not _answers(url):
