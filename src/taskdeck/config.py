@@ -141,6 +141,13 @@ class Settings:
     max_followers: int = field(
         default=100_000, metadata={"help": "Most runs this process follows at once; others wait for another process."}
     )
+    feed_poll_interval: float = field(
+        default=0.025,
+        metadata={
+            "help": "SQLite: seconds between looks at what other processes sharing the file stored (the live feed "
+            "across processes; PostgreSQL uses LISTEN/NOTIFY instead)."
+        },
+    )
     write_batch: int = field(default=5000, metadata={"help": "Most writes committed in one transaction."})
     create_timeout: float = field(
         default=60.0, metadata={"help": "Seconds a run-creating request may take before Taskdeck stops waiting."}
@@ -211,6 +218,7 @@ class Settings:
             "create_settle",
             "session_ttl",
             "rate_window",
+            "feed_poll_interval",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be greater than 0")

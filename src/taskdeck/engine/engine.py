@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from taskdeck.config import Settings
+from taskdeck.engine.bridge import bridge_for
 from taskdeck.engine.feed import Feed, TaskChange
 from taskdeck.engine.follower import Follower
 from taskdeck.engine.groups import OwnerGroups
@@ -30,7 +31,7 @@ from taskdeck.engine.ratelimit import RateBudget
 from taskdeck.engine.writer import Writer, note
 from taskdeck.models import ACTIVE_UPSTREAM, Task, TaskStatus, new_task_id
 from taskdeck.processors import get_processor
-from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, Store
+from taskdeck.store.base import Announce, AppendEvent, FeedNote, InsertTask, PatchTask, Store
 from taskdeck.store.open import open_store
 from taskdeck.upstream.client import Upstream, UpstreamError
 from taskdeck.vault import KeyVault
@@ -45,17 +46,28 @@ T = TypeVar("T")
 class Engine:
     """Follows every run it holds a lease on; one per process."""
 
-    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings, *, store: Store | None = None, follow: bool = True) -> None:
         settings.validate()
         self.settings = settings
+        # follow=False (``serve --no-engine``): a web-only process. It stores tasks unleased, for
+        # the workers to claim, follows nothing itself, and shows live what the workers store.
+        self.follows = follow
         self.store: Store = store if store is not None else open_store(settings.store_url)
         self.vault = KeyVault.open(settings.secret_key, settings.db_path)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.feed = Feed()
-        self.writer = Writer(self.store, self.feed, batch=settings.write_batch)
+        self.writer = Writer(self.store, self.feed, batch=settings.write_batch, holder=self.holder)
+        self.bridge = bridge_for(
+            self.store,
+            self.feed,
+            self.holder,
+            self.db,
+            url=settings.store_url,
+            poll=settings.feed_poll_interval,
+        )
         self.budget = RateBudget(settings.rate_limit_per_minute, settings.rate_limit_scope, settings.rate_window)
         self.upstream = Upstream(settings.base_url, self.budget, transport=settings.http_transport)
         self.groups = OwnerGroups(self.store, self.upstream, self.db)
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         # When our leases were last known renewed (monotonic); a create is only sent while they are fresh.
         self._renewed_at = time.monotonic()
         self._spend_locks: dict[str, asyncio.Lock] = {}
@@ -78,6 +90,7 @@ class Engine:
     async def start(self) -> None:
         """Start writing, mark stale submissions, and claim every followed task nobody holds."""
         self.writer.start()
+        await self.bridge.start()
         await self._heartbeat()
         self._tick = asyncio.create_task(self._tick_loop(), name="taskdeck-heartbeat")
         self._usage = asyncio.create_task(self._usage_loop(), name="taskdeck-rate-usage")
@@ -106,6 +119,7 @@ class Engine:
         # A final report: whoever follows knows exactly what we spent, with no allowance for a crash.
         usage = self.budget.usage()
         await self.db(lambda: self.store.put_usage(self.holder, usage, time.time(), final=True))
+        await self.bridge.stop()
         await self.upstream.close()
         await asyncio.get_running_loop().run_in_executor(None, self._db_pool.shutdown, True)
         self.store.close()
@@ -159,7 +173,7 @@ class Engine:
                     self._drop(task_id)
                     await self.db(self.store.release, self.holder, [task_id])
         self._renewed_at = started
-        room = self.settings.max_followers - len(self.followers)
+        room = self.settings.max_followers - len(self.followers) if self.follows else 0
         claimed = await self.db(self.store.claim, self.holder, now, ttl, room)
         for task in claimed:
             await self._start_follower(task)
@@ -182,8 +196,8 @@ class Engine:
         return key
 
     async def _start_follower(self, task: Task) -> None:
-        if task.id in self.followers:
-            return
+        if task.id in self.followers or not self.follows:
+            return  # a web-only process leaves every run to the workers
         key = await self.api_key(task.owner)
         if key is None:
             log.error("task %s has no stored API key; it cannot be followed", task.id)
@@ -243,7 +257,12 @@ class Engine:
         request, processor = await asyncio.to_thread(validate_request, request)
         await self.remember_key(api_key)
         task = new_task(
-            owner, request, processor, follow_up_of=follow_up_of, holder=self.holder, lease_ttl=self.settings.lease_ttl
+            owner,
+            request,
+            processor,
+            follow_up_of=follow_up_of,
+            holder=self.holder if self.follows else None,
+            lease_ttl=self.settings.lease_ttl,
         )
         # Check and store under one lock per owner, so two requests cannot both pass the budget.
         async with self._spend_locks.setdefault(owner, asyncio.Lock()):
@@ -299,8 +318,8 @@ class Engine:
             warnings=run.get("warnings"),
             cost_usd=processor.usd_per_run if processor else None,
             submitted_at=now,
-            lease_owner=self.holder,
-            lease_expires=now + self.settings.lease_ttl,
+            lease_owner=self.holder if self.follows else None,
+            lease_expires=now + self.settings.lease_ttl if self.follows else None,
         )
         await self.writer.commit([InsertTask(task), self._own(task, "adopted", run_id=run_id)], owner)
         await self._start_follower(task)
@@ -343,8 +362,8 @@ class Engine:
             "submit_token": None,
             "submit_cursor": None,
             "submit_started_at": None,
-            "lease_owner": self.holder,
-            "lease_expires": now + self.settings.lease_ttl,
+            "lease_owner": self.holder if self.follows else None,
+            "lease_expires": now + self.settings.lease_ttl if self.follows else None,
         }
         guard = tuple(s for s in TaskStatus if s.can_resubmit)
         await self.writer.commit(
@@ -355,7 +374,7 @@ class Engine:
             owner,
         )
         fresh = await self.db(self.store.get_task, task.id)
-        if fresh is None or fresh.status != TaskStatus.PENDING or fresh.lease_owner != self.holder:
+        if fresh is None or fresh.status != TaskStatus.PENDING or fresh.lease_owner != changes["lease_owner"]:
             raise IntakeError(409, "the task changed meanwhile; reload it")
         await self._start_follower(fresh)
         return fresh
@@ -373,8 +392,10 @@ class Engine:
         if not await self.db(lambda: self.store.delete_task(task.id)):
             raise IntakeError(404, f"No task {task_id!r} for this API key.")
         log.info("task %s deleted by its owner (it was %s)", task.id, task.status.value)
-        # Tell open streams and lists at once (the row is gone, so nothing else will).
+        # Tell open streams and lists at once (the row is gone, so nothing else will), here and in
+        # every other process sharing the database.
         self.feed.publish_change(TaskChange(task.id, owner, {"deleted": True}))
+        await self.writer.commit([Announce(self.holder, (FeedNote(task.id, owner, {"deleted": True}),))])
         return task
 
     async def forget_key(self, owner: str) -> int:

@@ -74,6 +74,10 @@ class Feed:
                 if not table[key]:
                     del table[key]
 
+    def wants_events_of(self, task_id: str, owner: str) -> bool:
+        """Whether any subscriber here would receive events of this task (else nobody need read them)."""
+        return bool(self._all) or task_id in self._by_task or owner in self._by_owner
+
     def publish_event(self, event: Event, owner: str) -> None:
         for sub in self._by_task.get(event.task_id, ()):
             sub.offer(event)

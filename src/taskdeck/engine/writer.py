@@ -26,9 +26,9 @@ from typing import Any
 from taskdeck.engine.feed import Feed, TaskChange
 from taskdeck.jsonbody import storable
 from taskdeck.models import Event, Origin, Task
-from taskdeck.store.base import AppendEvent, PatchTask, Store, Write
+from taskdeck.store.base import Announce, AppendEvent, FeedNote, PatchTask, Store, Write
 
-__all__ = ["WriteFailed", "Writer", "note"]
+__all__ = ["WriteFailed", "Writer", "note", "small_changes"]
 
 log = logging.getLogger("taskdeck.writer")
 
@@ -43,6 +43,19 @@ def note(task: Task, kind: str, **data: Any) -> AppendEvent:
         received_at=time.time(),
         owner=task.owner,
     )
+
+
+def small_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """The changes worth announcing to other processes: short scalars (status, progress_meter, run_id…).
+
+    Outputs, progress details and errors stay out (a notification is at most 8 KB); a listener that
+    needs them reads the task row.
+    """
+    return {
+        k: v
+        for k, v in changes.items()
+        if v is None or isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) <= 200)
+    }
 
 
 class WriteFailed(RuntimeError):
@@ -60,9 +73,12 @@ class _Unit:
 class Writer:
     """Batches units of writes from many coroutines into few transactions."""
 
-    def __init__(self, store: Store, feed: Feed, *, batch: int = 5000) -> None:
+    def __init__(self, store: Store, feed: Feed, *, batch: int = 5000, holder: str | None = None) -> None:
         self.store = store
         self.feed = feed
+        # Set: every transaction also announces what it changed to the other processes sharing the
+        # database (engine/bridge.py), in the same transaction.
+        self.holder = holder
         self.batch = batch
         self._queue: asyncio.Queue[_Unit] = asyncio.Queue(maxsize=200_000)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskdeck-writer")
@@ -98,6 +114,7 @@ class Writer:
                 units.append(unit)
                 size += len(unit.writes)
             writes = [w for u in units for w in u.writes]
+            writes += self._announce(units)
             try:
                 inserted = await loop.run_in_executor(self._pool, self.store.apply, writes) if writes else []
             except Exception as exc:
@@ -118,7 +135,8 @@ class Writer:
         loop = asyncio.get_running_loop()
         for unit in units:
             try:
-                inserted = await loop.run_in_executor(self._pool, self.store.apply, list(unit.writes))
+                writes = [*unit.writes, *self._announce([unit])]
+                inserted = await loop.run_in_executor(self._pool, self.store.apply, writes)
             except Exception as exc:
                 self._fail(unit, exc)
                 continue
@@ -126,6 +144,21 @@ class Writer:
             self.written += len(unit.writes)
             self._publish([unit], inserted)
             self._succeed(unit)
+
+    def _announce(self, units: list[_Unit]) -> list[Write]:
+        if self.holder is None:
+            return []
+        notes: dict[str, tuple[str, dict[str, Any]]] = {}
+        for unit in units:
+            for write in unit.writes:
+                if isinstance(write, AppendEvent):
+                    notes.setdefault(write.task_id, (write.owner or unit.owner, {}))
+                elif isinstance(write, PatchTask):
+                    changes = notes.setdefault(write.task_id, (unit.owner, {}))[1]
+                    changes.update(small_changes(write.changes))
+        if not notes:
+            return []
+        return [Announce(self.holder, tuple(FeedNote(t, o, c) for t, (o, c) in notes.items()))]
 
     def _succeed(self, unit: _Unit) -> None:
         if unit.on_done is not None:

@@ -3,7 +3,7 @@
 Writes are value objects applied in batches, one transaction per batch (the
 engine's writer does group commit). Reads return frozen models. Everything is
 synchronous; async callers run it in threads. A PostgreSQL store implements the
-same protocol (a later issue), so nothing above this module knows which
+same protocol (store/postgres.py), so nothing above this module knows which
 database it talks to.
 """
 
@@ -17,7 +17,9 @@ from taskdeck.models import Event, Origin, Task, TaskStatus
 
 __all__ = [
     "AdvanceGroupCursor",
+    "Announce",
     "AppendEvent",
+    "FeedNote",
     "InsertTask",
     "OwnerGroup",
     "PatchTask",
@@ -25,6 +27,7 @@ __all__ = [
     "Store",
     "UsageReport",
     "Write",
+    "filled_notes",
 ]
 
 
@@ -77,7 +80,35 @@ class AdvanceGroupCursor:
     run_cursor: str
 
 
-Write = PutKey | InsertTask | PatchTask | AppendEvent | AdvanceGroupCursor
+@dataclass(frozen=True, slots=True)
+class FeedNote:
+    """What one transaction changed about one task, for the live feed of other processes.
+
+    Carries ids and small values only (PostgreSQL notifications hold at most 8 KB): the events
+    themselves are read from the store by whoever wants them.
+    """
+
+    task_id: str
+    owner: str
+    changes: dict[str, Any] = field(default_factory=dict)  # small scalar changes (status, progress_meter…)
+    first_seq: int | None = None  # the task's events inserted by the transaction, if any
+    last_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Publish feed notes to every process sharing the database, atomically with the transaction.
+
+    The store fills each note's seq range from the events it inserted for that task in the same
+    ``apply`` (so put it last). SQLite appends rows to ``feed_log``; PostgreSQL sends ``NOTIFY``,
+    which is delivered at commit: other processes never see what was not stored.
+    """
+
+    holder: str
+    notes: tuple[FeedNote, ...]
+
+
+Write = PutKey | InsertTask | PatchTask | AppendEvent | AdvanceGroupCursor | Announce
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,3 +231,20 @@ class Store(Protocol):
     def get_usage(self, since: float, exclude_holder: str) -> list[UsageReport]:
         """Other processes' latest reports, made since ``since``."""
         ...
+
+
+def filled_notes(announce: Announce, inserted: Sequence[Event]) -> list[FeedNote]:
+    """``announce``'s notes with the seq range of the events inserted for each task; empty notes dropped."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for event in inserted:
+        low, high = ranges.get(event.task_id, (event.seq, event.seq))
+        ranges[event.task_id] = (min(low, event.seq), max(high, event.seq))
+    out = []
+    for note in announce.notes:
+        span = ranges.get(note.task_id)
+        if span is None and not note.changes:
+            continue
+        out.append(
+            FeedNote(note.task_id, note.owner, note.changes, span[0] if span else None, span[1] if span else None)
+        )
+    return out

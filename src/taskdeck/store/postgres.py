@@ -31,6 +31,7 @@ from psycopg_pool import ConnectionPool
 from taskdeck.models import Event, Origin, Task, TaskStatus
 from taskdeck.store.base import (
     AdvanceGroupCursor,
+    Announce,
     AppendEvent,
     InsertTask,
     OwnerGroup,
@@ -38,9 +39,10 @@ from taskdeck.store.base import (
     PutKey,
     UsageReport,
     Write,
+    filled_notes,
 )
 
-__all__ = ["PostgresStore", "pg_migration_files"]
+__all__ = ["FEED_CHANNEL", "PostgresStore", "pg_migration_files"]
 
 JSON_COLUMNS = frozenset({"request", "error", "warnings", "output", "progress"})
 TASK_COLUMNS = (
@@ -50,6 +52,8 @@ TASK_COLUMNS = (
 ).split()
 FOLLOWED = [s.value for s in TaskStatus if s.is_followed]
 MIGRATION_LOCK = 0x7A5D_0001  # pg_advisory_xact_lock key: one migrating process at a time
+FEED_CHANNEL = "taskdeck_feed"  # LISTEN/NOTIFY channel of the cross-process live feed
+NOTIFY_BUDGET = 7000  # bytes of notes per payload (PostgreSQL's limit is 8,000)
 
 
 def pg_migration_files() -> list[tuple[int, str]]:
@@ -182,6 +186,8 @@ class PostgresStore:
                             "UPDATE owner_groups SET run_cursor = %s WHERE owner = %s AND taskgroup_id = %s",
                             (write.run_cursor, write.owner, write.taskgroup_id),
                         )
+                    elif isinstance(write, Announce):
+                        self._announce(conn, write, inserted)
                     elif isinstance(write, PutKey):
                         conn.execute(
                             "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) "
@@ -237,6 +243,25 @@ class PostgresStore:
             for s, r in numbered
             if (r.task_id, s) in kept
         ]
+
+    def _announce(self, conn: psycopg.Connection[dict[str, Any]], announce: Announce, inserted: list[Event]) -> None:
+        # NOTIFY is delivered at commit (and dropped on rollback): durable before visible. Notes are
+        # packed into payloads under PostgreSQL's 8,000-byte limit.
+        payloads: list[str] = []
+        batch: list[list[Any]] = []
+        size = 0
+        for n in filled_notes(announce, inserted):
+            item = [n.task_id, n.owner, n.first_seq, n.last_seq, n.changes]
+            length = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
+            if batch and size + length > NOTIFY_BUDGET:
+                payloads.append(_json({"h": announce.holder, "n": batch}) or "")
+                batch, size = [], 0
+            batch.append(item)
+            size += length + 1
+        if batch:
+            payloads.append(_json({"h": announce.holder, "n": batch}) or "")
+        for payload in payloads:
+            conn.execute("SELECT pg_notify(%s, %s)", (FEED_CHANNEL, payload))
 
     def _patch(self, conn: psycopg.Connection[dict[str, Any]], patch: PatchTask) -> None:
         if not patch.changes:

@@ -84,3 +84,15 @@ CREATE TABLE sessions (
     expires_at  REAL NOT NULL
 );
 CREATE INDEX sessions_owner ON sessions(owner);
+
+CREATE TABLE feed_log (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    holder     TEXT NOT NULL,              -- the process that wrote it (it has published it already)
+    task_id    TEXT NOT NULL,
+    owner      TEXT NOT NULL,
+    first_seq  INTEGER,                    -- the task's events stored by that transaction, if any
+    last_seq   INTEGER,
+    changes    TEXT NOT NULL,              -- JSON of small changes (status, progress_meter, deleted…)
+    at         REAL NOT NULL
+);
+CREATE INDEX feed_log_at ON feed_log(at);

@@ -23,13 +23,16 @@ from typing import Any
 from taskdeck.models import Event, Origin, Task, TaskStatus
 from taskdeck.store.base import (
     AdvanceGroupCursor,
+    Announce,
     AppendEvent,
+    FeedNote,
     InsertTask,
     OwnerGroup,
     PatchTask,
     PutKey,
     UsageReport,
     Write,
+    filled_notes,
 )
 
 __all__ = ["SqliteStore", "migration_files"]
@@ -196,6 +199,8 @@ class SqliteStore:
                             "UPDATE owner_groups SET run_cursor = ? WHERE owner = ? AND taskgroup_id = ?",
                             (write.run_cursor, write.owner, write.taskgroup_id),
                         )
+                    elif isinstance(write, Announce):
+                        self._announce(conn, write, inserted)
                     elif isinstance(write, PutKey):
                         conn.execute(
                             "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) "
@@ -232,6 +237,35 @@ class SqliteStore:
             for p, r in zip(params, rows, strict=True)
             if present is None or p[0] in present
         ]
+
+    def _announce(self, conn: sqlite3.Connection, announce: Announce, inserted: list[Event]) -> None:
+        now = time.time()
+        conn.executemany(
+            "INSERT INTO feed_log (holder, task_id, owner, first_seq, last_seq, changes, at) VALUES (?,?,?,?,?,?,?)",
+            [
+                (announce.holder, n.task_id, n.owner, n.first_seq, n.last_seq, _json(n.changes) or "{}", now)
+                for n in filled_notes(announce, inserted)
+            ],
+        )
+
+    # -- the cross-process feed (engine/bridge.py tails it) ---------------------
+    def feed_last_id(self) -> int:
+        """The newest feed_log row: a process starting now reads what comes after it."""
+        return int(self._conn().execute("SELECT COALESCE(MAX(id), 0) FROM feed_log").fetchone()[0])
+
+    def feed_after(self, after_id: int, limit: int = 1000) -> list[tuple[int, str, FeedNote]]:
+        """(id, holder, note) of the feed_log rows after ``after_id``, oldest first (ids are in commit order)."""
+        rows = self._conn().execute(
+            "SELECT id, holder, task_id, owner, first_seq, last_seq, changes FROM feed_log WHERE id > ? "
+            "ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [(r[0], r[1], FeedNote(r[2], r[3], json.loads(r[6]), r[4], r[5])) for r in rows]
+
+    def feed_prune(self, before: float) -> int:
+        """Delete feed_log rows older than ``before`` (every process has read them long since)."""
+        with self._tx() as conn:
+            return int(conn.execute("DELETE FROM feed_log WHERE at < ?", (before,)).rowcount)
 
     def _patch(self, conn: sqlite3.Connection, patch: PatchTask) -> None:
         if not patch.changes:

@@ -58,13 +58,17 @@ def serve_app(app: FastAPI, host: str, port: int) -> None:
     _Server(config, app).run()
 
 
-def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
-    """The ASGI app. The engine starts with the app (lifespan) and stops with it."""
+def create_app(settings: Settings, *, demo: bool = False, follow: bool = True) -> FastAPI:
+    """The ASGI app. The engine starts with the app (lifespan) and stops with it.
+
+    ``follow=False`` (``serve --no-engine``): the engine here follows no run; workers sharing the
+    database do, and what they store reaches this process's pages live through the shared feed.
+    """
     settings.validate()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = Engine(settings)
+        engine = Engine(settings, follow=follow)
         await engine.start()
         app.state.engine = engine
         app.state.sessions = Sessions(engine.store, engine.db, engine.vault, settings)
