@@ -122,6 +122,14 @@ def _settings(db: Path | None, base_url: str | None, **more: object) -> Settings
 
 
 DbOption = Annotated[Path | None, typer.Option("--db", help="SQLite file (env TASKDECK_DB_PATH).")]
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="The database, e.g. postgresql://user@host/taskdeck, shared by every process (env "
+        "TASKDECK_DATABASE_URL; needs TASKDECK_SECRET_KEY). Default: the SQLite file.",
+    ),
+]
 BaseUrlOption = Annotated[
     str | None, typer.Option("--base-url", help="Parallel API base URL (env TASKDECK_PARALLEL_BASE_URL).")
 ]
@@ -133,6 +141,15 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to bind (env TASKDECK_PORT; default 8000).")] = None,
     db: DbOption = None,
     base_url: BaseUrlOption = None,
+    database_url: UrlOption = None,
+    no_engine: Annotated[
+        bool,
+        typer.Option(
+            "--no-engine",
+            help="Web only: follow no run here; `taskdeck worker` processes sharing the database do, and their "
+            "events show here live.",
+        ),
+    ] = False,
     demo: Annotated[
         bool,
         typer.Option(
@@ -142,7 +159,7 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Run the web app and the engine in one process (SQLite file by default)."""
+    """Run the web app and the engine in one process (SQLite file by default; --no-engine: the web app only)."""
     import logging
 
     from taskdeck.web.app import create_app, serve_app
@@ -150,7 +167,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "parallel"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = _settings(db, base_url, host=host, port=port)
+    settings = _settings(db, base_url, host=host, port=port, database_url=database_url)
     emulator = None
     if demo:
         from taskdeck.demo import demo_settings, start_demo_emulator
@@ -167,14 +184,14 @@ def serve(
         f"Taskdeck on http://{settings.host}:{settings.port}" + (" (demo: simulated API)" if demo else ""), err=True
     )
     try:
-        serve_app(create_app(settings, demo=demo), settings.host, settings.port)
+        serve_app(create_app(settings, demo=demo, follow=not no_engine), settings.host, settings.port)
     finally:
         if emulator is not None:
             emulator.stop()
 
 
 @app.command()
-def worker(db: DbOption = None, base_url: BaseUrlOption = None) -> None:
+def worker(db: DbOption = None, base_url: BaseUrlOption = None, database_url: UrlOption = None) -> None:
     """Run the engine without the web app: submit pending tasks and follow every active run.
 
     Several workers (and servers) may share one database; each run is followed by one of them.
@@ -187,7 +204,7 @@ def worker(db: DbOption = None, base_url: BaseUrlOption = None) -> None:
     # One line per upstream request would cost more than following the runs; keep warnings only.
     for noisy in ("httpx", "httpcore", "parallel"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = _settings(db, base_url)
+    settings = _settings(db, base_url, database_url=database_url)
     asyncio.run(_run_worker(settings))
 
 
@@ -197,18 +214,97 @@ async def _run_worker(settings: Settings) -> None:
 
     from taskdeck.engine import Engine
 
-    engine = Engine(settings)
+    engine = Engine(settings, kind="worker")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await engine.start()
     typer.echo(
-        f"worker {engine.holder} following {len(engine.followers)} task(s); database {settings.db_path}", err=True
+        f"worker {engine.holder} following {len(engine.followers)} task(s); database {_where(settings)}", err=True
     )
     await stop.wait()
     await engine.stop()
     typer.echo("worker stopped", err=True)
+
+
+def _where(settings: Settings) -> str:
+    """The database, for people: the SQLite file, or the PostgreSQL URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not settings.database_url.startswith(("postgresql://", "postgres://")):
+        return settings.database_url or str(settings.db_path)
+    parts = urlsplit(settings.database_url)
+    host = parts.hostname or ""
+    user = f"{parts.username}@" if parts.username else ""
+    netloc = f"{user}{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@app.command()
+def migrate(db: DbOption = None, database_url: UrlOption = None) -> None:
+    """Apply the database's migrations (every process also does at start, under a lock) and say where it stands."""
+    from taskdeck.store.open import open_store
+
+    settings = _settings(db, None, database_url=database_url)
+    try:
+        store = open_store(settings.store_url)
+    except Exception as exc:
+        typer.echo(f"error: cannot open {_where(settings)}: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    store.close()
+    typer.echo(f"{_where(settings)}: schema up to date")
+
+
+@app.command()
+def status(
+    db: DbOption = None,
+    database_url: UrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Processes alive (each registers with a heartbeat), leases they hold, runs by status, shared-feed lag."""
+    import json
+    import time
+
+    from taskdeck.store.open import open_store
+
+    settings = _settings(db, None, database_url=database_url)
+    store = open_store(settings.store_url)
+    try:
+        now = time.time()
+        procs, leases, counts = store.processes(), store.leases(now), store.count_tasks()
+    finally:
+        store.close()
+    # A process is alive when it was seen within three heartbeats (the lease TTL is longer still).
+    alive_within = max(3 * settings.heartbeat_interval, settings.lease_ttl)
+    rows = [
+        {
+            "holder": p.holder,
+            "kind": p.kind,
+            "host": p.host,
+            "pid": p.pid,
+            "alive": now - p.seen_at <= alive_within,
+            "seen_seconds_ago": round(now - p.seen_at, 1),
+            "following": p.following,
+            "leases": leases.get(p.holder, 0),
+            "feed_lag_ms": None if p.feed_lag is None else round(p.feed_lag * 1000, 1),
+        }
+        for p in procs
+    ]
+    orphaned = sum(n for holder, n in leases.items() if holder not in {p.holder for p in procs})
+    report = {"database": _where(settings), "processes": rows, "tasks": counts, "leases_of_unknown_processes": orphaned}
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"database {report['database']}")
+    typer.echo(f"{'process':<40} {'kind':<7} {'alive':<5} {'seen':>7} {'follows':>8} {'leases':>7} {'feed lag':>9}")
+    for r in rows:
+        lag = "—" if r["feed_lag_ms"] is None else f"{r['feed_lag_ms']} ms"
+        typer.echo(
+            f"{r['holder']:<40} {r['kind']:<7} {'yes' if r['alive'] else 'NO':<5} {r['seen_seconds_ago']:>6}s "
+            f"{r['following']:>8} {r['leases']:>7} {lag:>9}"
+        )
+    typer.echo("tasks: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
 
 
 @app.command()

@@ -36,6 +36,8 @@ PRUNE_AFTER = 600.0  # seconds a feed_log row is kept (every live process has re
 
 
 class FeedBridge(Protocol):
+    deliver: _Deliver
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -50,6 +52,7 @@ class _Deliver:
         self.holder = holder
         self.db = db
         self.delivered = 0
+        self.lag: float | None = None  # seconds from the last note's commit to its delivery here
 
     async def __call__(self, holder: str, note: FeedNote) -> None:
         if holder == self.holder:
@@ -62,6 +65,8 @@ class _Deliver:
         if note.changes:
             self.feed.publish_change(TaskChange(note.task_id, note.owner, dict(note.changes)))
         self.delivered += 1
+        if note.at is not None:
+            self.lag = max(0.0, time.time() - note.at)
 
 
 class SqliteTail:
@@ -161,7 +166,8 @@ class PgListener:
             try:
                 message = json.loads(payload)
                 for task_id, owner, first, last, changes in message["n"]:
-                    await self.deliver(message["h"], FeedNote(task_id, owner, changes, first, last))
+                    note = FeedNote(task_id, owner, changes, first, last, message.get("t"))
+                    await self.deliver(message["h"], note)
             except asyncio.CancelledError:
                 raise
             except Exception:

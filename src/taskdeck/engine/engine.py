@@ -31,7 +31,7 @@ from taskdeck.engine.ratelimit import RateBudget
 from taskdeck.engine.writer import Writer, note
 from taskdeck.models import ACTIVE_UPSTREAM, Task, TaskStatus, new_task_id
 from taskdeck.processors import get_processor
-from taskdeck.store.base import Announce, AppendEvent, FeedNote, InsertTask, PatchTask, Store
+from taskdeck.store.base import Announce, AppendEvent, FeedNote, InsertTask, PatchTask, ProcessInfo, Store
 from taskdeck.store.open import open_store
 from taskdeck.upstream.client import Upstream, UpstreamError
 from taskdeck.vault import KeyVault
@@ -46,12 +46,16 @@ T = TypeVar("T")
 class Engine:
     """Follows every run it holds a lease on; one per process."""
 
-    def __init__(self, settings: Settings, *, store: Store | None = None, follow: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, store: Store | None = None, follow: bool = True, kind: str = "serve"
+    ) -> None:
         settings.validate()
         self.settings = settings
         # follow=False (``serve --no-engine``): a web-only process. It stores tasks unleased, for
         # the workers to claim, follows nothing itself, and shows live what the workers store.
         self.follows = follow
+        self.kind = kind if follow else "web"
+        self.started_at = time.time()
         self.store: Store = store if store is not None else open_store(settings.store_url)
         self.vault = KeyVault.open(settings.secret_key, settings.db_path)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -120,6 +124,7 @@ class Engine:
         usage = self.budget.usage()
         await self.db(lambda: self.store.put_usage(self.holder, usage, time.time(), final=True))
         await self.bridge.stop()
+        await self.db(self.store.drop_process, self.holder)
         await self.upstream.close()
         await asyncio.get_running_loop().run_in_executor(None, self._db_pool.shutdown, True)
         self.store.close()
@@ -173,6 +178,7 @@ class Engine:
                     self._drop(task_id)
                     await self.db(self.store.release, self.holder, [task_id])
         self._renewed_at = started
+        await self.db(self.store.put_process, self._process_info(now))
         room = self.settings.max_followers - len(self.followers) if self.follows else 0
         claimed = await self.db(self.store.claim, self.holder, now, ttl, room)
         for task in claimed:
@@ -183,6 +189,18 @@ class Engine:
                 check = asyncio.create_task(follower.check_status())
                 self._checks.add(check)
                 check.add_done_callback(self._checks.discard)
+
+    def _process_info(self, now: float) -> ProcessInfo:
+        return ProcessInfo(
+            holder=self.holder,
+            kind=self.kind,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self.started_at,
+            seen_at=now,
+            following=len(self.followers),
+            feed_lag=self.bridge.deliver.lag,
+        )
 
     # -- followers ---------------------------------------------------------------
     async def api_key(self, owner: str) -> str | None:

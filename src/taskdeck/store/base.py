@@ -23,6 +23,7 @@ __all__ = [
     "InsertTask",
     "OwnerGroup",
     "PatchTask",
+    "ProcessInfo",
     "PutKey",
     "Store",
     "UsageReport",
@@ -93,6 +94,7 @@ class FeedNote:
     changes: dict[str, Any] = field(default_factory=dict)  # small scalar changes (status, progress_meter…)
     first_seq: int | None = None  # the task's events inserted by the transaction, if any
     last_seq: int | None = None
+    at: float | None = None  # when it was committed (as the writer's clock says), for the feed's lag
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,20 @@ class OwnerGroup:
     owner: str
     taskgroup_id: str
     run_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """One Taskdeck process as it last reported itself (``taskdeck status``)."""
+
+    holder: str
+    kind: str  # serve, web or worker
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float
+    following: int
+    feed_lag: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +235,18 @@ class Store(Protocol):
         ...
 
     def release(self, holder: str, task_ids: Sequence[str]) -> None: ...
+
+    def put_process(self, info: ProcessInfo) -> None:
+        """Register or refresh a process (at each heartbeat); rows unseen for a day are removed."""
+        ...
+
+    def drop_process(self, holder: str) -> None: ...
+
+    def processes(self) -> list[ProcessInfo]: ...
+
+    def leases(self, now: float) -> dict[str, int]:
+        """Live leases per holder."""
+        ...
 
     def count_tasks(self, owner: str | None = None, *, processor: str | None = None) -> dict[str, int]:
         """Tasks per status (of one owner, of one processor, when given)."""

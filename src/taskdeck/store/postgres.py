@@ -36,6 +36,7 @@ from taskdeck.store.base import (
     InsertTask,
     OwnerGroup,
     PatchTask,
+    ProcessInfo,
     PutKey,
     UsageReport,
     Write,
@@ -254,12 +255,12 @@ class PostgresStore:
             item = [n.task_id, n.owner, n.first_seq, n.last_seq, n.changes]
             length = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
             if batch and size + length > NOTIFY_BUDGET:
-                payloads.append(_json({"h": announce.holder, "n": batch}) or "")
+                payloads.append(_json({"h": announce.holder, "t": time.time(), "n": batch}) or "")
                 batch, size = [], 0
             batch.append(item)
             size += length + 1
         if batch:
-            payloads.append(_json({"h": announce.holder, "n": batch}) or "")
+            payloads.append(_json({"h": announce.holder, "t": time.time(), "n": batch}) or "")
         for payload in payloads:
             conn.execute("SELECT pg_notify(%s, %s)", (FEED_CHANNEL, payload))
 
@@ -439,6 +440,45 @@ class PostgresStore:
     def delete_sessions(self, owner: str) -> int:
         with self._tx() as conn:
             return int(conn.execute("DELETE FROM sessions WHERE owner = %s", (owner,)).rowcount)
+
+    # -- processes ---------------------------------------------------------------
+    def put_process(self, info: ProcessInfo) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO processes (holder, kind, host, pid, started_at, seen_at, following, feed_lag) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (holder) DO UPDATE SET seen_at=excluded.seen_at, "
+                "following=excluded.following, feed_lag=excluded.feed_lag",
+                (
+                    info.holder,
+                    info.kind,
+                    info.host,
+                    info.pid,
+                    info.started_at,
+                    info.seen_at,
+                    info.following,
+                    info.feed_lag,
+                ),
+            )
+            conn.execute("DELETE FROM processes WHERE seen_at < %s", (info.seen_at - 86400,))
+
+    def drop_process(self, holder: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM processes WHERE holder = %s", (holder,))
+
+    def processes(self) -> list[ProcessInfo]:
+        rows = self._all(
+            "SELECT holder, kind, host, pid, started_at, seen_at, following, feed_lag FROM processes "
+            "ORDER BY started_at"
+        )
+        return [ProcessInfo(**r) for r in rows]
+
+    def leases(self, now: float) -> dict[str, int]:
+        rows = self._all(
+            "SELECT lease_owner, COUNT(*) AS n FROM tasks WHERE lease_owner IS NOT NULL AND lease_expires >= %s "
+            "GROUP BY lease_owner",
+            (now,),
+        )
+        return {r["lease_owner"]: int(r["n"]) for r in rows}
 
     # -- rate usage --------------------------------------------------------------
     def put_usage(self, holder: str, usage: dict[str, dict[int, int]], now: float, *, final: bool = False) -> None:

@@ -96,3 +96,14 @@ CREATE TABLE feed_log (
     at         REAL NOT NULL
 );
 CREATE INDEX feed_log_at ON feed_log(at);
+
+CREATE TABLE processes (
+    holder      TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,             -- serve, web (serve --no-engine) or worker
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    started_at  REAL NOT NULL,
+    seen_at     REAL NOT NULL,
+    following   INTEGER NOT NULL,          -- runs it follows
+    feed_lag    REAL                       -- seconds between a shared-feed note's commit and its delivery here
+);

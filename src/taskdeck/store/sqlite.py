@@ -29,6 +29,7 @@ from taskdeck.store.base import (
     InsertTask,
     OwnerGroup,
     PatchTask,
+    ProcessInfo,
     PutKey,
     UsageReport,
     Write,
@@ -256,11 +257,11 @@ class SqliteStore:
     def feed_after(self, after_id: int, limit: int = 1000) -> list[tuple[int, str, FeedNote]]:
         """(id, holder, note) of the feed_log rows after ``after_id``, oldest first (ids are in commit order)."""
         rows = self._conn().execute(
-            "SELECT id, holder, task_id, owner, first_seq, last_seq, changes FROM feed_log WHERE id > ? "
+            "SELECT id, holder, task_id, owner, first_seq, last_seq, changes, at FROM feed_log WHERE id > ? "
             "ORDER BY id LIMIT ?",
             (after_id, limit),
         )
-        return [(r[0], r[1], FeedNote(r[2], r[3], json.loads(r[6]), r[4], r[5])) for r in rows]
+        return [(r[0], r[1], FeedNote(r[2], r[3], json.loads(r[6]), r[4], r[5], r[7])) for r in rows]
 
     def feed_prune(self, before: float) -> int:
         """Delete feed_log rows older than ``before`` (every process has read them long since)."""
@@ -470,6 +471,45 @@ class SqliteStore:
             sql += " AND processor = ?"
             params.append(processor)
         return {r[0]: r[1] for r in self._conn().execute(sql + " GROUP BY status", params)}
+
+    # -- processes ---------------------------------------------------------------
+    def put_process(self, info: ProcessInfo) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO processes (holder, kind, host, pid, started_at, seen_at, following, feed_lag) "
+                "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(holder) DO UPDATE SET seen_at=excluded.seen_at, "
+                "following=excluded.following, feed_lag=excluded.feed_lag",
+                (
+                    info.holder,
+                    info.kind,
+                    info.host,
+                    info.pid,
+                    info.started_at,
+                    info.seen_at,
+                    info.following,
+                    info.feed_lag,
+                ),
+            )
+            conn.execute("DELETE FROM processes WHERE seen_at < ?", (info.seen_at - 86400,))
+
+    def drop_process(self, holder: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM processes WHERE holder = ?", (holder,))
+
+    def processes(self) -> list[ProcessInfo]:
+        rows = self._conn().execute(
+            "SELECT holder, kind, host, pid, started_at, seen_at, following, feed_lag FROM processes "
+            "ORDER BY started_at"
+        )
+        return [ProcessInfo(*r) for r in rows]
+
+    def leases(self, now: float) -> dict[str, int]:
+        rows = self._conn().execute(
+            "SELECT lease_owner, COUNT(*) FROM tasks WHERE lease_owner IS NOT NULL AND lease_expires >= ? "
+            "GROUP BY lease_owner",
+            (now,),
+        )
+        return {r[0]: r[1] for r in rows}
 
     # -- rate usage --------------------------------------------------------------
     def put_usage(self, holder: str, usage: dict[str, dict[int, int]], now: float, *, final: bool = False) -> None:
