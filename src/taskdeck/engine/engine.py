@@ -69,7 +69,11 @@ class Engine:
             url=settings.store_url,
             poll=settings.feed_poll_interval,
         )
-        self.budget = RateBudget(settings.rate_limit_per_minute, settings.rate_limit_scope, settings.rate_window)
+        # PostgreSQL grants every request from one shared budget per key (exact across machines).
+        take = getattr(self.store, "take_rate", None)
+        self.budget = RateBudget(
+            settings.rate_limit_per_minute, settings.rate_limit_scope, settings.rate_window, take=take
+        )
         self.upstream = Upstream(settings.base_url, self.budget, transport=settings.http_transport)
         self.groups = OwnerGroups(self.store, self.upstream, self.db)
         # When our leases were last known renewed (monotonic); a create is only sent while they are fresh.

@@ -6,6 +6,10 @@ A 429 pauses the key until its ``Retry-After``. Requests other processes made
 with the same key (reported through the store at each heartbeat, and a killed
 predecessor's last report) count against the window too, so a restart or a
 second process does not double the budget. Wall-clock time, since it is shared.
+
+On PostgreSQL the budget is exact across processes and machines: every request is first granted
+by the database (``take``: a row per request under a per-key advisory lock), so no number of
+processes can together exceed it. The reports above still flow, for ``taskdeck status``.
 """
 
 from __future__ import annotations
@@ -13,21 +17,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 
 from taskdeck.store.base import UsageReport
 
-__all__ = ["KeyLimiter", "RateBudget"]
+__all__ = ["KeyLimiter", "RateBudget", "Take"]
 
 WINDOW = 60.0
 MARGIN = 0.5
+# (owner, limit, window seconds) -> 0.0 when a request was granted, else seconds until one frees.
+Take = Callable[[str, int, float], float]
 
 
 class KeyLimiter:
     """At most ``limit`` requests (ours plus ``external`` ones) in any ``window + MARGIN`` seconds."""
 
-    def __init__(self, limit: int, window: float = WINDOW) -> None:
+    def __init__(self, limit: int, window: float = WINDOW, take: Take | None = None) -> None:
         self.limit = limit
         self.window = window + MARGIN
+        self._take = take
         self._sent: deque[float] = deque()
         self.external: dict[int, int] = {}  # unix second -> requests other processes made then
         self._paused_until = 0.0
@@ -48,9 +56,12 @@ class KeyLimiter:
                 oldest = second + 1.0 if oldest is None else min(oldest, second + 1.0)
         return count, oldest
 
-    async def acquire(self) -> None:
+    async def acquire(self, owner: str = "") -> None:
         # The lock makes waiters queue in order, so a burst drains first come, first served.
         async with self._lock:
+            if self._take is not None:
+                await self._acquire_shared(owner)
+                return
             while True:
                 now = time.time()
                 while self._sent and self._sent[0] <= now - self.window:
@@ -66,6 +77,17 @@ class KeyLimiter:
                     self._sent.append(now)
                     return
                 await asyncio.sleep(wait)
+
+    async def _acquire_shared(self, owner: str) -> None:
+        assert self._take is not None
+        while True:
+            wait = self._paused_until - time.time()
+            if wait <= 0:
+                wait = await asyncio.to_thread(self._take, owner, self.limit, self.window)
+                if wait <= 0:
+                    self._sent.append(time.time())
+                    return
+            await asyncio.sleep(wait)
 
     def usage(self) -> dict[int, int]:
         """Our requests in the window, per unix second (what other processes need to know)."""
@@ -83,21 +105,22 @@ class RateBudget:
     ``window`` is Parallel's 60 s; tests shrink it to prove the same in seconds.
     """
 
-    def __init__(self, limit: int, scope: str, window: float = WINDOW) -> None:
+    def __init__(self, limit: int, scope: str, window: float = WINDOW, *, take: Take | None = None) -> None:
         self.limit = limit
         self.scope = scope
         self.window = window
+        self.take = take  # the database's shared grant (PostgreSQL), or None: this process's own count
         self._limiters: dict[str, KeyLimiter] = {}
 
     def limiter(self, owner: str) -> KeyLimiter:
         found = self._limiters.get(owner)
         if found is None:
-            found = self._limiters[owner] = KeyLimiter(self.limit, self.window)
+            found = self._limiters[owner] = KeyLimiter(self.limit, self.window, self.take)
         return found
 
     async def acquire(self, owner: str, *, creates: bool) -> None:
         if creates or self.scope == "all":
-            await self.limiter(owner).acquire()
+            await self.limiter(owner).acquire(owner)
 
     def pause(self, owner: str, seconds: float) -> None:
         self.limiter(owner).pause(seconds)

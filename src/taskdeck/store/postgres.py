@@ -511,6 +511,28 @@ class PostgresStore:
             for r in rows
         ]
 
+    # -- the shared rate budget ----------------------------------------------------
+    def take_rate(self, owner: str, limit: int, window: float) -> float:
+        """Grant one request of ``owner``'s budget now (0.0), or say how many seconds until one frees.
+
+        Exact across processes: grants for one key are serialised by an advisory lock, and the
+        window is counted from the grants themselves (clock: this machine's, as for every grant).
+        """
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (owner,))
+            now = time.time()
+            row = conn.execute(
+                "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM rate_grants WHERE owner = %s AND at > %s",
+                (owner, now - window),
+            ).fetchone()
+            assert row is not None
+            if row["n"] < limit:
+                conn.execute("INSERT INTO rate_grants (owner, at) VALUES (%s, %s)", (owner, now))
+                if int(now * 10) % 50 == 0:  # now and then, forget grants long out of every window
+                    conn.execute("DELETE FROM rate_grants WHERE owner = %s AND at < %s", (owner, now - window - 60))
+                return 0.0
+            return max(0.01, float(row["oldest"]) + window - now)
+
     # -- leases ------------------------------------------------------------------
     def claim(self, holder: str, now: float, ttl: float, limit: int) -> list[Task]:
         if limit <= 0:
