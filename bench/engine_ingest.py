@@ -1,10 +1,13 @@
-"""Ingest: events persisted per second through the engine's writer, against raw sqlite3.
+"""Ingest: events persisted per second through the engine's writer, against the raw database.
 
-Both sides write the same event rows into the same kind of file (WAL,
-synchronous=NORMAL). The baseline is one ``executemany`` per 5,000 rows; the
-engine side goes through :class:`~taskdeck.engine.writer.Writer` with what a
-follower enqueues per event (the event, plus the task's ``last_event_at``
-patch), from many concurrent producers, and counts an event only once its
+SQLite (default): both sides write the same event rows into the same kind of file (WAL,
+synchronous=NORMAL); the baseline is one ``executemany`` per 5,000 rows.
+PostgreSQL (``--database-url postgresql://…``): the baseline is a raw ``COPY`` of the same rows
+into the same table, each side in a fresh schema of that database.
+
+The engine side goes through :class:`~taskdeck.engine.writer.Writer` with what a follower enqueues
+per event (the event, plus the task's ``last_event_at`` patch) and the feed notes every commit
+carries for other processes, from many concurrent producers, and counts an event only once its
 commit is confirmed.
 """
 
@@ -16,6 +19,8 @@ import json
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,8 @@ from bench.common import table, write_result
 from taskdeck.engine.feed import Feed
 from taskdeck.engine.writer import Writer
 from taskdeck.models import Origin, Task, TaskStatus
-from taskdeck.store import AppendEvent, InsertTask, PatchTask, PutKey, SqliteStore
+from taskdeck.store import AppendEvent, InsertTask, PatchTask, PutKey, SqliteStore, Store
+from taskdeck.store.open import open_store
 
 
 def _rows(n_tasks: int, n_events: int) -> list[tuple[str, str, str, str]]:
@@ -87,11 +93,42 @@ def _landed(seen: set[str], key: str, ok: bool) -> None:
         seen.add(key)
 
 
-async def through_writer(path: Path, rows: list[tuple[str, str, str, str]], producers: int) -> dict[str, Any]:
-    store = SqliteStore(path)
+def baseline_copy(url: str, rows: list[tuple[str, str, str, str]]) -> float:
+    """Raw PostgreSQL ``COPY`` of the same rows (numbered per task) into the same table and indexes."""
+    import psycopg
+
+    store = open_store(url)  # same schema and indexes
+    store.apply([PutKey("bench-owner", b"x", "x", 0.0), *map(InsertTask, _tasks(len({r[0] for r in rows})))])
+    store.close()
+    seqs: dict[str, int] = {}
+    numbered = []
+    now = time.time()
+    for task, data, stamp, key in rows:
+        seqs[task] = seqs.get(task, 0) + 1
+        numbered.append((task, seqs[task], "task_run.progress_msg.search", "upstream", data, now, stamp, key))
+    with psycopg.connect(url, autocommit=True) as conn:
+        started = time.perf_counter()
+        for i in range(0, len(numbered), 5000):
+            with conn.transaction(), conn.cursor() as cur:
+                copy_sql = (
+                    "COPY events (task_id, seq, type, origin, data, received_at, upstream_ts, dedup_key) FROM STDIN"
+                )
+                with cur.copy(copy_sql) as copy:
+                    for row in numbered[i : i + 5000]:
+                        copy.write_row(row)
+        elapsed = time.perf_counter() - started
+    return len(rows) / elapsed
+
+
+def _count_events(store: Store) -> int:
+    return sum(len(store.events(t.id)) for t in store.list_tasks("bench-owner", limit=100_000))
+
+
+async def through_writer(url: str, rows: list[tuple[str, str, str, str]], producers: int, batch: int) -> dict[str, Any]:
+    store = open_store(url)
     tasks = _tasks(len({r[0] for r in rows}))
     store.apply([PutKey("bench-owner", b"x", "x", 0.0), *map(InsertTask, tasks)])
-    writer = Writer(store, Feed())
+    writer = Writer(store, Feed(), batch=batch, holder="bench-writer")  # announcing, as every engine's does
     writer.start()
     share = [rows[i::producers] for i in range(producers)]
 
@@ -112,7 +149,7 @@ async def through_writer(path: Path, rows: list[tuple[str, str, str, str]], prod
     await asyncio.gather(*(produce(m) for m in share))
     await writer.drain()
     elapsed = time.perf_counter() - started
-    stored = store._conn().execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    stored = _count_events(store)
     await writer.close()
     store.close()
     return {"events_per_second": len(rows) / elapsed, "stored": stored, "commits": writer.commits}
@@ -123,22 +160,51 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--tasks", type=int, default=1_000)
     parser.add_argument("--producers", type=int, default=1_000, help="concurrent coroutines enqueuing events")
+    parser.add_argument("--batch", type=int, default=5000, help="most writes per transaction (TASKDECK_WRITE_BATCH)")
+    parser.add_argument("--database-url", default="", help="postgresql://… to measure PostgreSQL instead of SQLite")
     args = parser.parse_args(argv)
     rows = _rows(args.tasks, args.events)
-    with tempfile.TemporaryDirectory() as tmp:
-        base = baseline(Path(tmp) / "raw.db", rows)
-        ours = asyncio.run(through_writer(Path(tmp) / "engine.db", rows, args.producers))
+    if args.database_url:
+        with _schema(args.database_url) as raw_url, _schema(args.database_url) as engine_url:
+            base = baseline_copy(raw_url, rows)
+            ours = asyncio.run(through_writer(engine_url, rows, args.producers, args.batch))
+        name, what = "engine_ingest_postgres", "engine: ingest on PostgreSQL vs raw COPY"
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = baseline(Path(tmp) / "raw.db", rows)
+            ours = asyncio.run(through_writer(str(Path(tmp) / "engine.db"), rows, args.producers, args.batch))
+        name, what = "engine_ingest", "engine: ingest vs raw sqlite3 executemany"
     assert ours["stored"] == args.events, "events were lost"
     result = {
+        "database": "postgresql" if args.database_url else "sqlite",
         "events": args.events,
         "tasks": args.tasks,
         "producers": args.producers,
-        "raw_executemany_events_per_second": round(base),
+        "write_batch": args.batch,
+        "raw_baseline_events_per_second": round(base),
         "engine_writer_events_per_second": round(ours["events_per_second"]),
         "ratio": round(ours["events_per_second"] / base, 3),
         "engine_commits": ours["commits"],
         "bar": ">= 0.5",
     }
-    print(table("engine: ingest vs raw sqlite3 executemany", list(result.items())))
-    print(f"wrote {write_result('engine_ingest', result)}")
+    print(table(what, list(result.items())))
+    print(f"wrote {write_result(name, result)}")
     return result
+
+
+@contextmanager
+def _schema(url: str) -> Iterator[str]:
+    """A fresh schema of the database at ``url`` (dropped afterwards), as a URL."""
+    import secrets
+    from urllib.parse import quote
+
+    import psycopg
+
+    schema = f"bench_{secrets.token_hex(5)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE".encode())

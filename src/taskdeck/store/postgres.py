@@ -52,8 +52,21 @@ TASK_COLUMNS = (
     "lease_owner lease_expires submit_group submit_token submit_cursor submit_started_at"
 ).split()
 FOLLOWED = [s.value for s in TaskStatus if s.is_followed]
+_REAL = {
+    "created_at",
+    "progress_meter",
+    "cost_usd",
+    "submitted_at",
+    "first_event_at",
+    "last_event_at",
+    "completed_at",
+    "lease_expires",
+    "submit_started_at",
+}
+COLUMN_TYPES = {c: "double precision" if c in _REAL else "text" for c in TASK_COLUMNS}
 MIGRATION_LOCK = 0x7A5D_0001  # pg_advisory_xact_lock key: one migrating process at a time
 FEED_CHANNEL = "taskdeck_feed"  # LISTEN/NOTIFY channel of the cross-process live feed
+COPY_EVENTS = "COPY events (task_id, seq, type, origin, data, received_at, upstream_ts, dedup_key) FROM STDIN"
 NOTIFY_BUDGET = 7000  # bytes of notes per payload (PostgreSQL's limit is 8,000)
 
 
@@ -69,6 +82,13 @@ def pg_migration_files() -> list[tuple[int, str]]:
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _check_columns(changes: dict[str, Any]) -> None:
+    # Column names go into SQL text: only the task's own columns, never a caller's string.
+    for key in changes:
+        if key not in COLUMN_TYPES or key in ("id", "event_seq"):
+            raise ValueError(f"unknown task column {key!r}")
 
 
 def _row_to_task(row: dict[str, Any]) -> Task:
@@ -165,10 +185,10 @@ class PostgresStore:
             def flush() -> None:
                 nonlocal events
                 if events:
-                    inserted.extend(self._append(conn, events))
+                    # The numbering UPDATE also applies (and takes out of ``patches``) the tasks' patches.
+                    inserted.extend(self._append(conn, events, patches))
                     events = []
-                for task_id, changes in patches.items():
-                    self._patch(conn, PatchTask(task_id, changes))
+                self._patch_many(conn, patches)
                 patches.clear()
 
             for write in writes:
@@ -199,70 +219,133 @@ class PostgresStore:
             flush()
         return inserted
 
-    def _append(self, conn: psycopg.Connection[dict[str, Any]], rows: list[AppendEvent]) -> list[Event]:
-        task_ids = sorted({r.task_id for r in rows})
-        # The task rows' locks serialise numbering per task (in id order: no deadlock between batches);
-        # a task deleted meanwhile has no row, and its events are dropped like any event of a gone task.
-        live = {
-            r["id"] for r in conn.execute("SELECT id FROM tasks WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (task_ids,))
-        }
-        last = {
-            r["task_id"]: r["seq"]
-            for r in conn.execute(
-                "SELECT task_id, COALESCE(MAX(seq), 0) AS seq FROM events WHERE task_id = ANY(%s) GROUP BY task_id",
-                (task_ids,),
+    def _append(
+        self, conn: psycopg.Connection[dict[str, Any]], rows: list[AppendEvent], patches: dict[str, dict[str, Any]]
+    ) -> list[Event]:
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.task_id] = counts.get(row.task_id, 0) + 1
+        # Reserve each task's numbers: the UPDATE locks the task rows (so numbering per task is
+        # serialised, in commit order) and returns the new last number; it also applies the tasks'
+        # pending patches (a follower sets last_event_at with every event), one statement per shape
+        # of patch instead of a second pass over the same rows. A task deleted meanwhile has no row:
+        # its events are dropped, like any event of a gone task.
+        taken = {task_id: patches.pop(task_id, {}) for task_id in sorted(counts)}
+        shapes: dict[tuple[str, ...], list[str]] = {}
+        for task_id, changes in taken.items():
+            _check_columns(changes)
+            shapes.setdefault(tuple(changes), []).append(task_id)
+        last: dict[str, int] = {}
+        for cols, ids in shapes.items():
+            columns: list[list[Any]] = [ids, [counts[i] for i in ids]]
+            for col in cols:
+                columns.append([_json(taken[i][col]) if col in JSON_COLUMNS else taken[i][col] for i in ids])
+            types = ["text", "bigint", *(COLUMN_TYPES[c] for c in cols)]
+            sets = ["event_seq = tasks.event_seq + v.n", *(f"{c} = v.{c}" for c in cols)]
+            sql = (
+                f"UPDATE tasks SET {', '.join(sets)} FROM unnest({', '.join(f'%b::{t}[]' for t in types)}) "
+                f"AS v(id, n{''.join(f', {c}' for c in cols)}) WHERE tasks.id = v.id "
+                "RETURNING tasks.id, tasks.event_seq"
             )
-        }
+            for got in conn.execute(sql.encode(), columns).fetchall():
+                last[got["id"]] = got["event_seq"] - counts[got["id"]]
         numbered: list[tuple[int, AppendEvent]] = []
         for row in rows:
-            if row.task_id not in live:
+            if row.task_id not in last:
                 continue
-            last[row.task_id] = last.get(row.task_id, 0) + 1
+            last[row.task_id] += 1
             numbered.append((last[row.task_id], row))
         if not numbered:
             return []
-        # One statement per batch (unnest of columns); a duplicate dedup key is skipped and, with
-        # RETURNING, simply not reported.
-        stored = conn.execute(
-            "INSERT INTO events (task_id, seq, type, origin, data, received_at, upstream_ts, dedup_key) "
-            "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[], "
-            "%b::double precision[], %b::text[], %b::text[]) ON CONFLICT DO NOTHING RETURNING task_id, seq",
-            (
-                [r.task_id for _, r in numbered],
-                [s for s, _ in numbered],
-                [r.type for _, r in numbered],
-                [r.origin.value for _, r in numbered],
-                [r.data for _, r in numbered],
-                [r.received_at for _, r in numbered],
-                [r.upstream_ts for _, r in numbered],
-                [r.dedup_key for _, r in numbered],
-            ),
-        ).fetchall()
-        kept = {(r["task_id"], r["seq"]) for r in stored}
+        # The common case has no duplicate (the follower skips keys it has seen): COPY, the fastest way
+        # in, inside a savepoint. A duplicate (a replay after a takeover) fails the COPY, and the batch
+        # goes in again with INSERT … ON CONFLICT DO NOTHING, which skips it and reports the rest.
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                copy_sql = (
+                    "COPY events (task_id, seq, type, origin, data, received_at, upstream_ts, dedup_key) FROM STDIN"
+                )
+                with cur.copy(copy_sql) as copy:
+                    for seq, ev in numbered:
+                        copy.write_row(
+                            (
+                                ev.task_id,
+                                seq,
+                                ev.type,
+                                ev.origin.value,
+                                ev.data,
+                                ev.received_at,
+                                ev.upstream_ts,
+                                ev.dedup_key,
+                            )
+                        )
+            kept = None
+        except psycopg.errors.UniqueViolation:
+            stored = conn.execute(
+                "INSERT INTO events (task_id, seq, type, origin, data, received_at, upstream_ts, dedup_key) "
+                "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[], "
+                "%b::double precision[], %b::text[], %b::text[]) ON CONFLICT DO NOTHING RETURNING task_id, seq",
+                (
+                    [r.task_id for _, r in numbered],
+                    [s for s, _ in numbered],
+                    [r.type for _, r in numbered],
+                    [r.origin.value for _, r in numbered],
+                    [r.data for _, r in numbered],
+                    [r.received_at for _, r in numbered],
+                    [r.upstream_ts for _, r in numbered],
+                    [r.dedup_key for _, r in numbered],
+                ),
+            ).fetchall()
+            kept = {(row["task_id"], row["seq"]) for row in stored}
         return [
             Event(s, r.task_id, r.type, r.origin, r.data, r.received_at, r.upstream_ts, r.dedup_key)
             for s, r in numbered
-            if (r.task_id, s) in kept
+            if kept is None or (r.task_id, s) in kept
         ]
 
     def _announce(self, conn: psycopg.Connection[dict[str, Any]], announce: Announce, inserted: list[Event]) -> None:
         # NOTIFY is delivered at commit (and dropped on rollback): durable before visible. Notes are
-        # packed into payloads under PostgreSQL's 8,000-byte limit.
+        # packed into payloads under PostgreSQL's 8,000-byte limit, each encoded once.
+        head = f'{{"h":{json.dumps(announce.holder)},"t":{time.time()!r},"n":['
         payloads: list[str] = []
-        batch: list[list[Any]] = []
-        size = 0
+        items: list[str] = []
+        size = len(head)
         for n in filled_notes(announce, inserted):
-            item = [n.task_id, n.owner, n.first_seq, n.last_seq, n.changes]
-            length = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
-            if batch and size + length > NOTIFY_BUDGET:
-                payloads.append(_json({"h": announce.holder, "t": time.time(), "n": batch}) or "")
-                batch, size = [], 0
-            batch.append(item)
-            size += length + 1
-        if batch:
-            payloads.append(_json({"h": announce.holder, "t": time.time(), "n": batch}) or "")
-        for payload in payloads:
-            conn.execute("SELECT pg_notify(%s, %s)", (FEED_CHANNEL, payload))
+            item = json.dumps([n.task_id, n.owner, n.first_seq, n.last_seq, n.changes], separators=(",", ":"))
+            if items and size + len(item) + 3 > NOTIFY_BUDGET:
+                payloads.append(head + ",".join(items) + "]}")
+                items, size = [], len(head)
+            items.append(item)
+            size += len(item) + 1
+        if items:
+            payloads.append(head + ",".join(items) + "]}")
+        if payloads:
+            with conn.cursor() as cur:
+                cur.executemany("SELECT pg_notify(%s, %s)", [(FEED_CHANNEL, p) for p in payloads])
+
+    def _patch_many(self, conn: psycopg.Connection[dict[str, Any]], patches: dict[str, dict[str, Any]]) -> None:
+        """Unguarded patches, grouped by the columns they set: one UPDATE … FROM unnest per shape
+        (a follower patches its task on every event: a statement each would cost most of a batch)."""
+        shapes: dict[tuple[str, ...], list[list[Any]]] = {}
+        for task_id, changes in patches.items():
+            if not changes:
+                continue
+            cols = tuple(changes)
+            for key in cols:
+                if key not in COLUMN_TYPES or key == "id":
+                    raise ValueError(f"unknown task column {key!r}")
+            shapes.setdefault(cols, []).append(
+                [task_id, *(_json(v) if k in JSON_COLUMNS else v for k, v in changes.items())]
+            )
+        for cols, rows in shapes.items():
+            arrays = [list(column) for column in zip(*rows, strict=True)]
+            types = ["text", *(COLUMN_TYPES[c] for c in cols)]
+            sql = (
+                f"UPDATE tasks SET {', '.join(f'{c} = v.{c}' for c in cols)} "
+                f"FROM unnest({', '.join(f'%b::{t}[]' for t in types)}) AS v(id, {', '.join(cols)}) "
+                "WHERE tasks.id = v.id"
+            )
+            conn.execute(sql.encode(), arrays)
 
     def _patch(self, conn: psycopg.Connection[dict[str, Any]], patch: PatchTask) -> None:
         if not patch.changes:
@@ -304,8 +387,11 @@ class PostgresStore:
         guard = "" if only_if_status is None else " AND status = ANY(%s)"
         params: list[Any] = [task_id] if only_if_status is None else [task_id, list(only_if_status)]
         with self._tx() as conn:
-            # Events go with the task (ON DELETE CASCADE).
+            # The task row first: this waits for any batch holding it (numbering its events); the
+            # events statement then sees that batch's events too (READ COMMITTED: a new snapshot).
             gone = conn.execute(f"DELETE FROM tasks WHERE id = %s{guard}".encode(), params).rowcount
+            if gone:
+                conn.execute("DELETE FROM events WHERE task_id = %s", (task_id,))
         return gone > 0
 
     def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
