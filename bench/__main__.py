@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import emulator_streams, engine_ingest, engine_runs, pg_driver, ui, web
+from bench import emulator_streams, engine_ingest, engine_runs, pg_driver, scale_out, ui, web
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], Any]] = {
     "emulator-streams": emulator_streams.run,
@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, Callable[[list[str] | None], Any]] = {
     "pg-driver": pg_driver.run,
     "web": web.run,
     "ui": ui.run,
+    "scale-out": scale_out.run,
 }
 
 
