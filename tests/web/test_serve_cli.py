@@ -41,6 +41,11 @@ def test_serve_demo_runs_a_task_end_to_end(tmp_path: Path) -> None:
                     assert time.monotonic() < deadline, "serve did not start listening"
                     time.sleep(0.1)
             assert health.json()["demo"] is True
+            # The real server (uvicorn as `serve` configures it) believes no X-Forwarded-* header, not even
+            # from loopback: only TASKDECK_TRUSTED_PROXIES may say a request came over https.
+            forged = httpx.get(f"{url}/api/csrf", headers={"x-forwarded-proto": "https", "x-forwarded-for": "1.2.3.4"})
+            cookie = forged.headers["set-cookie"]
+            assert not cookie.startswith("__Host-") and "secure" not in cookie.lower(), cookie
             with httpx.Client(base_url=url, headers={"x-api-key": "demo-key"}, timeout=60) as client:
                 task = client.post("/api/tasks", json={"input": "Who makes Taskdeck?", "processor": "lite"}).json()[
                     "task"

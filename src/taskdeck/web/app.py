@@ -54,7 +54,18 @@ class _Server(uvicorn.Server):
 
 def serve_app(app: FastAPI, host: str, port: int) -> None:
     """Serve ``app`` in the foreground until SIGTERM or Ctrl-C; exits within a few seconds whatever is open."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For/-Proto from loopback, so any local
+    # process (or a proxy on the same machine) could make a request look like https or come from elsewhere.
+    # Which proxies to believe is TASKDECK_TRUSTED_PROXIES's decision alone (web/guard.py).
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+        proxy_headers=False,
+    )
     _Server(config, app).run()
 
 
