@@ -139,3 +139,41 @@ def test_two_workers_and_a_web_process_share_runs_and_survive_a_sigkill(url: str
     finally:
         store.close()
     assert took < 90
+
+
+def test_a_worker_that_joins_later_gets_its_share_and_nothing_runs_twice(url: str, tmp_path: Path) -> None:
+    with BackgroundEmulator(EmulatorSettings(port=0, time_scale=0.01, record_sent=True)) as emu:
+        log = (tmp_path / "procs.log").open("ab")
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            settings_env = _env(url)
+            store = open_store(url)
+            from taskdeck.config import Settings
+            from taskdeck.engine.intake import enqueue
+
+            settings = Settings(
+                db_path=tmp_path / "unused.db", database_url=url, secret_key=FAST_ENV["TASKDECK_SECRET_KEY"]
+            )
+            body = {"processor": "lite", "metadata": {"emulator": "duration=2000"}}  # about 20 s each
+            ids = [enqueue(settings, KEY, {**body, "input": f"run {i}"}).id for i in range(40)]
+            worker_cmd = [sys.executable, "-m", "taskdeck", "worker", "--base-url", emu.url]
+            procs.append(subprocess.Popen(worker_cmd, env=settings_env, stdout=log, stderr=log))
+            wait_for(lambda: sum(store.leases(time.time()).values()) == 40, 30, "the first worker holding all 40")
+            procs.append(subprocess.Popen(worker_cmd, env=settings_env, stdout=log, stderr=log))
+
+            def shared() -> bool:
+                held = store.leases(time.time())
+                return len(held) == 2 and min(held.values()) >= 15
+
+            wait_for(shared, 30, "the runs shared by both workers")
+            wait_for(lambda: {t.status.value for t in store.get_tasks(ids)} == {"completed"}, 90, "every run")
+            assert httpx.get(f"{emu.url}/_emulator/stats").json()["max_open_streams_per_run"] == 1
+            for task in store.get_tasks(ids):
+                keys = [e.dedup_key for e in store.events(task.id) if e.dedup_key]
+                assert len(keys) == len(set(keys))
+            store.close()
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    kill(proc)
+            log.close()

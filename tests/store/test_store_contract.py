@@ -247,3 +247,25 @@ def test_concurrent_claims_never_take_a_task_twice(store: Store) -> None:
     assert len(every) == len(set(every)) == 60
     for holder, ids in taken.items():
         assert all(store.get_task(i).lease_owner == holder for i in ids)  # type: ignore[union-attr]
+
+
+def test_processes_register_refresh_and_count_as_engines_while_seen(store: Store) -> None:
+    from taskdeck.store.base import ProcessInfo
+
+    store.apply([PutKey("o1", b"c", "x", 1.0)])
+    store.put_process(ProcessInfo("A", "worker", "h", 1, 100.0, 100.0, 0))
+    store.put_process(ProcessInfo("B", "web", "h", 2, 100.0, 100.0, 0))
+    store.put_process(ProcessInfo("C", "serve", "h", 3, 100.0, 90.0, 0))
+    store.put_process(ProcessInfo("A", "worker", "h", 1, 100.0, 110.0, 5, 0.02))  # a heartbeat refreshes
+    found = {p.holder: (p.seen_at, p.following, p.feed_lag) for p in store.processes()}
+    assert found["A"] == (110.0, 5, 0.02) and len(found) == 3
+    assert store.engines_alive(95.0) == 1  # B follows nothing, C was last seen too long ago
+    assert store.engines_alive(80.0) == 2
+    store.drop_process("A")
+    assert {p.holder for p in store.processes()} == {"B", "C"}
+    t = task()
+    store.apply([InsertTask(t)])
+    now = time.time()
+    store.claim("C", now, 30, 10)
+    assert store.leases(now) == {"C": 1}
+    assert store.leases(now + 60) == {}

@@ -184,6 +184,8 @@ class Engine:
         self._renewed_at = started
         await self.db(self.store.put_process, self._process_info(now))
         room = self.settings.max_followers - len(self.followers) if self.follows else 0
+        if room > 0 or len(self.followers) > 1:
+            room = min(room, await self._rebalance(now))
         claimed = await self.db(self.store.claim, self.holder, now, ttl, room)
         for task in claimed:
             await self._start_follower(task)
@@ -193,6 +195,41 @@ class Engine:
                 check = asyncio.create_task(follower.check_status())
                 self._checks.add(check)
                 check.add_done_callback(self._checks.discard)
+
+    async def _rebalance(self, now: float) -> int:
+        """How many more runs to claim for a fair share; release runs held beyond it.
+
+        Without this, the first process to claim takes every run (up to max_followers) and keeps it.
+        The share is the runs to follow divided by the live engines (the process registry). A process
+        holding well over its share lets the surplus go (running runs only: never one mid-create);
+        others claim them at their next heartbeat and resume their streams from where they were.
+        """
+        alive = await self.db(lambda: self.store.engines_alive(now - self.settings.lease_ttl))
+        if alive <= 1:
+            return self.settings.max_followers
+        counts = await self.db(self.store.count_tasks)
+        active = sum(n for status, n in counts.items() if TaskStatus(status).is_followed)
+        share = -(-active // alive)  # ceil
+        surplus = len(self.followers) - (share + max(1, share // 5))
+        if surplus > 0:
+            movable = [
+                task_id
+                for task_id, follower in self.followers.items()
+                if follower.status in (TaskStatus.RUNNING, TaskStatus.QUEUED)
+            ][:surplus]
+            running = {task_id: self._tasks.get(task_id) for task_id in movable}
+            for task_id in movable:
+                self._drop(task_id)
+            # Their streams must be closed before anyone else may open one: never two for a run.
+            # A follower that does not stop in time keeps its lease until it expires (not renewed now).
+            pending = [t for t in running.values() if t is not None]
+            if pending:
+                await asyncio.wait(pending, timeout=5.0)
+            closed = [task_id for task_id, t in running.items() if t is None or t.done()]
+            if closed:
+                await self.db(self.store.release, self.holder, closed)
+                log.info("rebalancing: released %d run(s) for the %d other process(es)", len(closed), alive - 1)
+        return max(0, share - len(self.followers))
 
     def _process_info(self, now: float) -> ProcessInfo:
         return ProcessInfo(

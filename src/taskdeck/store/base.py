@@ -244,6 +244,10 @@ class Store(Protocol):
 
     def processes(self) -> list[ProcessInfo]: ...
 
+    def engines_alive(self, since: float) -> int:
+        """Processes that follow runs (serve, worker) seen at or after ``since``."""
+        ...
+
     def leases(self, now: float) -> dict[str, int]:
         """Live leases per holder."""
         ...

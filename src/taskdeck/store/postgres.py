@@ -177,6 +177,12 @@ class PostgresStore:
     def apply(self, writes: Sequence[Write]) -> list[Event]:
         inserted: list[Event] = []
         with self._tx() as conn:
+            # Every task row this transaction will touch is locked first, in id order, as renew and
+            # release lock theirs: two transactions never wait on each other in a cycle (a deadlock
+            # between the writer and a heartbeat once cost leases, and then doubled streams).
+            touched = sorted({w.task_id for w in writes if isinstance(w, AppendEvent | PatchTask)})
+            if touched:
+                conn.execute("SELECT id FROM tasks WHERE id = ANY(%b) ORDER BY id FOR UPDATE", (touched,))
             # As in SQLite: events and unguarded patches are gathered and written together; anything
             # else first flushes what was gathered, keeping the order of the writes.
             events: list[AppendEvent] = []
@@ -558,6 +564,12 @@ class PostgresStore:
         )
         return [ProcessInfo(**r) for r in rows]
 
+    def engines_alive(self, since: float) -> int:
+        row = self._one(
+            "SELECT COUNT(*) AS n FROM processes WHERE kind IN ('serve', 'worker') AND seen_at >= %s", (since,)
+        )
+        return int(row["n"]) if row else 0
+
     def leases(self, now: float) -> dict[str, int]:
         rows = self._all(
             "SELECT lease_owner, COUNT(*) AS n FROM tasks WHERE lease_owner IS NOT NULL AND lease_expires >= %s "
@@ -641,14 +653,16 @@ class PostgresStore:
     def renew(self, holder: str, task_ids: Sequence[str], expires: float) -> set[str]:
         with self._tx() as conn:
             rows = conn.execute(
-                "UPDATE tasks SET lease_expires = %s WHERE lease_owner = %s AND id = ANY(%s) RETURNING id",
-                (expires, holder, list(task_ids)),
+                "UPDATE tasks SET lease_expires = %s WHERE id IN (SELECT id FROM tasks WHERE lease_owner = %s "
+                "AND id = ANY(%b) ORDER BY id FOR UPDATE) RETURNING id",
+                (expires, holder, sorted(task_ids)),
             ).fetchall()
         return {r["id"] for r in rows}
 
     def release(self, holder: str, task_ids: Sequence[str]) -> None:
         with self._tx() as conn:
             conn.execute(
-                "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = %s AND id = ANY(%s)",
-                (holder, list(task_ids)),
+                "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE id IN (SELECT id FROM tasks "
+                "WHERE lease_owner = %s AND id = ANY(%b) ORDER BY id FOR UPDATE)",
+                (holder, sorted(task_ids)),
             )

@@ -503,6 +503,14 @@ class SqliteStore:
         )
         return [ProcessInfo(*r) for r in rows]
 
+    def engines_alive(self, since: float) -> int:
+        row = (
+            self._conn()
+            .execute("SELECT COUNT(*) FROM processes WHERE kind IN ('serve', 'worker') AND seen_at >= ?", (since,))
+            .fetchone()
+        )
+        return int(row[0])
+
     def leases(self, now: float) -> dict[str, int]:
         rows = self._conn().execute(
             "SELECT lease_owner, COUNT(*) FROM tasks WHERE lease_owner IS NOT NULL AND lease_expires >= ? "
