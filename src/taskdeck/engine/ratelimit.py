@@ -25,6 +25,10 @@ __all__ = ["KeyLimiter", "RateBudget", "Take"]
 
 WINDOW = 60.0
 MARGIN = 0.5
+# Grants from the database reach the network later than local ones: a thread hop back to an event loop
+# that may be busy following thousands of runs. Measured at 3,000 runs on 2 cores (bench scale-out), a
+# 0.5 s margin let 2,238 requests land in one minute for a 2,000 budget; the shared window is wider.
+SHARED_MARGIN = 5.0
 # (owner, limit, window seconds) -> 0.0 when a request was granted, else seconds until one frees.
 Take = Callable[[str, int, float], float]
 
@@ -83,7 +87,8 @@ class KeyLimiter:
         while True:
             wait = self._paused_until - time.time()
             if wait <= 0:
-                wait = await asyncio.to_thread(self._take, owner, self.limit, self.window)
+                window = self.window - MARGIN + SHARED_MARGIN
+                wait = await asyncio.to_thread(self._take, owner, self.limit, window)
                 if wait <= 0:
                     self._sent.append(time.time())
                     return
