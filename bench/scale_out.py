@@ -1,4 +1,4 @@
-"""Scale-out on PostgreSQL: several workers and web processes on one database, SIGKILLs on a timer.
+"""Scale-out: several workers and web processes on one database (``failover``, ``live``).
 
 ``failover``: W ``taskdeck worker`` processes and two ``taskdeck serve --no-engine`` processes share
 a fresh schema of the database at ``--database-url``; N long runs are submitted; every ``--every``
@@ -7,6 +7,10 @@ each kill, the time until every run has an open upstream stream again (the emula
 most upstream streams ever open for one run (must be 1); the key's busiest minute (must stay within
 its budget); then, once every run has ended, events lost or duplicated against what the emulator sent.
 Baseline: the lease TTL (an orphaned run may wait for its lease to expire, plus a heartbeat).
+
+``live``: a web-only process and a worker process share the database (``--store postgres`` or ``sqlite``);
+R runs are active; SSE clients of the web process record, for each live progress message, the time from
+the emulator's emission to receipt (what crosses: worker → database → feed → web → client).
 """
 
 from __future__ import annotations
@@ -147,6 +151,72 @@ def failover(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def live(args: argparse.Namespace) -> dict[str, Any]:
+    """Emission (the emulator's message timestamp) to an SSE client of a web-only process, while the
+    runs are followed by a separate worker process: the live feed across processes."""
+    import asyncio
+    import statistics
+
+    from bench.web import KEY as WEB_KEY
+    from bench.web import _live, _pct
+
+    tmp = Path(f"/tmp/taskdeck-bench-live-{secrets.token_hex(4)}")
+    tmp.mkdir(parents=True)
+    schema = None
+    if args.store == "postgres":
+        schema = f"bench_{secrets.token_hex(5)}"
+        with psycopg.connect(args.database_url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}".encode())
+        sep = "&" if "?" in args.database_url else "?"
+        url = f"{args.database_url}{sep}options={quote(f'-csearch_path={schema}')}"
+    else:
+        url = str(tmp / "taskdeck.db")
+    emu = start_emulator("--time-scale", str(args.time_scale), "--rate-limit", "10000000")
+    env = {
+        **os.environ,
+        "TASKDECK_DATABASE_URL": url,
+        "TASKDECK_SECRET_KEY": "bench-web-secret",
+        "TASKDECK_RATE_LIMIT_PER_MINUTE": "10000000",
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        open_store(url).close()
+        port = _free_port()
+        procs.append(_process(["serve", "--no-engine", "--port", str(port)], env, tmp / "web.log"))
+        procs.append(_process(["worker", "--base-url", emu.url], env, tmp / "worker.log"))
+        web = f"http://127.0.0.1:{port}"
+        _wait(lambda: _up(web), 60, step=0.1)
+        assert WEB_KEY
+        latencies = asyncio.run(_live(web, args.runs, args.followers, args.hold))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+        emu.stop()
+        if schema is not None:
+            with psycopg.connect(args.database_url, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE".encode())
+    return {
+        "store": args.store,
+        "topology": "1 web-only process + 1 worker process",
+        "active_runs": args.runs,
+        "sse_clients": args.followers,
+        "events_measured": len(latencies),
+        "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "p99_ms": round(_pct(latencies, 0.99), 1) if latencies else None,
+        "max_ms": round(max(latencies), 1) if latencies else None,
+        "bar": "p99 < 50 ms",
+    }
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/-/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def _free_port() -> int:
     import socket
 
@@ -166,7 +236,10 @@ def _running(url: str) -> int:
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench scale-out", description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["failover"], nargs="?", default="failover")
+    parser.add_argument("mode", choices=["failover", "live"], nargs="?", default="failover")
+    parser.add_argument("--store", choices=["postgres", "sqlite"], default="postgres", help="live: the database")
+    parser.add_argument("--followers", type=int, default=50, help="live: SSE clients")
+    parser.add_argument("--hold", type=float, default=30.0, help="live: seconds of measurement")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--runs", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=3)
@@ -180,8 +253,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lease-ttl", type=float, default=10.0)
     parser.add_argument("--budget", type=int, default=2000, help="the key's requests per minute")
     args = parser.parse_args(argv)
-    result = failover(args)
+    result = failover(args) if args.mode == "failover" else live(args)
     rows = [(k, v) for k, v in result.items() if k != "reattach_seconds_each"]
-    print(table(f"scale-out on PostgreSQL: {args.mode}", rows))
-    print(f"wrote {write_result('scale_out_' + args.mode, result)}")
+    print(table(f"scale-out: {args.mode}", rows))
+    name = "scale_out_" + args.mode + ("_" + args.store if args.mode == "live" else "")
+    print(f"wrote {write_result(name, result)}")
     return result
