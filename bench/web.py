@@ -181,7 +181,8 @@ async def _follow(url: str, task_id: str, latencies: list[float], stop: asyncio.
             received = time.time()
             event = json.loads(line[6:])
             data = event.get("data") or {}
-            if event["type"].startswith("task_run.progress_msg.") and data.get("timestamp"):
+            # `status` and `end` frames carry no event type; only stored events have one.
+            if str(event.get("type", "")).startswith("task_run.progress_msg.") and data.get("timestamp"):
                 sent = datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00")).timestamp()
                 if sent > connected:  # a live event, not history replayed at connect
                     latencies.append((received - sent) * 1000)
