@@ -204,7 +204,10 @@ class Engine:
         holding well over its share lets the surplus go (running runs only: never one mid-create);
         others claim them at their next heartbeat and resume their streams from where they were.
         """
-        alive = await self.db(lambda: self.store.engines_alive(now - self.settings.lease_ttl))
+        # Alive: seen within two heartbeats (not the lease TTL: a killed process would then count for the whole
+        # TTL, shares would shrink, and the survivors would release runs only to claim them back).
+        since = now - min(self.settings.lease_ttl, 2 * self.settings.heartbeat_interval + 1.0)
+        alive = await self.db(lambda: self.store.engines_alive(since))
         if alive <= 1:
             return self.settings.max_followers
         counts = await self.db(self.store.count_tasks)
