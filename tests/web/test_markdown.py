@@ -9,7 +9,14 @@ from html.parser import HTMLParser
 
 import pytest
 
-from taskdeck.web.markdown import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, MAX_MARKDOWN_CHARS, render_markdown
+from taskdeck.web.markdown import (
+    ALLOWED_ATTRIBUTES,
+    ALLOWED_TAGS,
+    MAX_MARKDOWN_CHARS,
+    ReportNode,
+    render_markdown,
+    render_report,
+)
 
 VOID = frozenset({"br", "hr", "img", "input", "meta", "link", "source", "wbr", "area", "base", "col", "embed"})
 
@@ -441,3 +448,43 @@ def test_a_text_over_the_limit_is_shown_preformatted() -> None:
     root = assert_safe(out)
     (pre,) = root.kids("pre")
     assert pre.text == text
+
+
+def _walk(nodes: list[ReportNode]) -> list[tuple[str, dict[str, str]]]:
+    found: list[tuple[str, dict[str, str]]] = []
+    for node in nodes:
+        if isinstance(node, list):
+            found.append((node[0], node[1]))
+            found += _walk(node[2])
+        else:
+            assert isinstance(node, str)
+    return found
+
+
+def test_the_report_tree_has_the_structure_and_only_allowed_tags_and_attributes() -> None:
+    tree = render_report(_long_report(20_000), doc_id="tsk_1")
+    elements = _walk(tree)
+    tags = {tag for tag, _ in elements}
+    assert {"h3", "ul", "ol", "li", "table", "a", "pre", "code", "blockquote", "sup", "section"} <= tags
+    for tag, attrs in elements:
+        assert tag in ALLOWED_TAGS
+        assert set(attrs) <= ALLOWED_ATTRIBUTES.get(tag, frozenset()) | ({"rel"} if tag == "a" else set())
+        href = attrs.get("href", "https://")
+        assert href.startswith(("https://", "http://", "#fn"))
+
+
+@pytest.mark.parametrize("payload", XSS_PAYLOADS)
+def test_xss_payloads_in_the_report_tree_stay_text(payload: str) -> None:
+    tree = render_report(f"Before {payload} after")
+    for tag, attrs in _walk(tree):
+        assert tag in ALLOWED_TAGS and not any(k.startswith("on") or k in ("style", "src") for k in attrs)
+        assert str(attrs.get("href", "https://")).lower().startswith(("https://", "http://", "#fn"))
+
+
+def test_markup_in_the_text_stays_text_with_entities_decoded() -> None:
+    tree = render_report("a <b>bold</b> &amp; `<script>`")
+    paragraph = tree[0]
+    assert isinstance(paragraph, list) and paragraph[0] == "p"
+    assert all(isinstance(n, str) for n in tree[1:])  # only whitespace between blocks
+    text = "".join(n if isinstance(n, str) else "".join(c for c in n[2] if isinstance(c, str)) for n in paragraph[2])
+    assert text == "a <b>bold</b> & <script>"  # shown as written; the page puts it in text nodes

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import html
 import re
+from html.parser import HTMLParser
+from typing import Any
 
 import nh3
 from markdown_it import MarkdownIt
@@ -31,7 +33,7 @@ from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 from mdit_py_plugins.footnote import footnote_plugin
 
-__all__ = ["ALLOWED_ATTRIBUTES", "ALLOWED_TAGS", "MAX_MARKDOWN_CHARS", "render_markdown"]
+__all__ = ["ALLOWED_ATTRIBUTES", "ALLOWED_TAGS", "MAX_MARKDOWN_CHARS", "ReportNode", "render_markdown", "render_report"]
 
 # Above this (1 MiB of characters) a report is shown as preformatted text: parsing 1 MB takes about 1.6 s, the
 # most one page view should cost, while the Task API's reports are tens of kilobytes.
@@ -202,3 +204,50 @@ def render_markdown(text: str, *, doc_id: str | None = None) -> str:
             raise ValueError(f"doc_id must be 1-64 letters, digits or '_', not {doc_id!r}")
         env["docId"] = doc_id
     return _CLEANER.clean(_PARSER.render(text, env))
+
+
+# A report as data for the page to build with DOM calls (no HTML parsing in the browser): a text string,
+# or [tag, {attribute: value}, [children]]. Only ALLOWED_TAGS and their allowed attributes (plus the rel
+# nh3 sets on links) ever appear; text is plain text (entities decoded), never markup.
+ReportNode = str | list[Any]
+_VOID = frozenset({"br", "hr"})
+
+
+class _TreeBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root: list[ReportNode] = []
+        self._stack: list[list[ReportNode]] = [self.root]
+        self._open: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in ALLOWED_TAGS:
+            return  # nh3 let none through; children, if any, stay in place as text
+        allowed = ALLOWED_ATTRIBUTES.get(tag, frozenset()) | ({"rel"} if tag == "a" else frozenset())
+        node: list[Any] = [tag, {k: v for k, v in attrs if k in allowed and v is not None}, []]
+        self._stack[-1].append(node)
+        if tag not in _VOID:
+            self._stack.append(node[2])
+            self._open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._open:
+            while self._open:  # close up to the matching tag (nh3's output is well formed)
+                self._stack.pop()
+                if self._open.pop() == tag:
+                    break
+
+    def handle_data(self, data: str) -> None:
+        self._stack[-1].append(data)
+
+
+def render_report(text: str, *, doc_id: str | None = None) -> list[ReportNode]:
+    """A Markdown report as a tree of allowed tags, attributes and plain text (see :data:`ReportNode`).
+
+    The same rendering and sanitising as :func:`render_markdown`; the page builds it with
+    ``createElement``/``setAttribute``/text nodes, so no HTML from upstream is ever parsed there.
+    """
+    builder = _TreeBuilder()
+    builder.feed(render_markdown(text, doc_id=doc_id))
+    builder.close()
+    return builder.root

@@ -199,6 +199,9 @@ class TaskPage(TaskSummary):
     progress: dict[str, Any] | None
     output: dict[str, Any] | None
     code: dict[str, str] = Field(description="The request as json, curl and python, ready to copy")
-    report_html: str | None = Field(description="A text output rendered from Markdown as sanitised HTML")
+    report: list[Any] | None = Field(
+        description="A text output rendered from Markdown and sanitised, as a tree: a string is text; "
+        "[tag, {attribute: value}, [children]] an element (only an allow-list of tags and attributes)"
+    )
     follow_ups: list[TaskSummary] = Field(description="Tasks that follow this one up, oldest first")
     events: list[EventView]

@@ -69,20 +69,20 @@ def event_view(event: Event) -> dict[str, Any]:
     }
 
 
-def _report_html(task: Task) -> str | None:
+def _report(task: Task) -> list[Any] | None:
     output = task.output or {}
     content = output.get("content")
     if output.get("type") != "text" or not isinstance(content, str):
         return None
-    return _render_report(content)
+    return _render_report(content, task.id)
 
 
 @functools.lru_cache(maxsize=64)
-def _render_report(content: str) -> str:
+def _render_report(content: str, doc_id: str) -> list[Any]:
     # A report never changes once stored, and each view of the page would parse it again.
-    from taskdeck.web.markdown import render_markdown  # markdown-it is loaded on first use only
+    from taskdeck.web.markdown import render_report  # markdown-it is loaded on first use only
 
-    return render_markdown(content)
+    return render_report(content, doc_id=doc_id)
 
 
 def task_page(task: Task, events: list[Event], follow_ups: list[Task] | None = None) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def task_page(task: Task, events: list[Event], follow_ups: list[Task] | None = N
         "progress": task.progress,
         "output": task.output,
         "code": request_code(task.request),
-        "report_html": _report_html(task),
+        "report": _report(task),
         "follow_ups": [task_summary(t) for t in follow_ups or []],
         "events": [event_view(e) for e in events],
     }
@@ -163,7 +163,8 @@ def compare_page(tasks: list[Task]) -> dict[str, Any]:
                     "task_id": task.id,
                     "present": name in values,
                     "value": values.get(name),
-                    "report_html": _render_report(values[name]) if is_report else None,
+                    # Footnote anchors carry the task id: several reports share the compare page.
+                    "report": _render_report(values[name], task.id) if is_report else None,
                     "confidence": basis.get("confidence") if basis else None,
                     "citations": basis.get("citations") or [] if basis else [],
                     "reasoning": basis.get("reasoning") if basis else None,

@@ -32,6 +32,35 @@ function link(url, text) {
   return h("a", { href, rel: "noopener noreferrer", target: "_blank" }, text || href);
 }
 
+// A report, as the server sends it (web/markdown.py: a string is text, [tag, attrs, children] an element),
+// built with DOM calls: no HTML is parsed here. The tags and attributes are checked again against the
+// server's allow-list, and a link keeps only an http(s) URL or an in-page footnote anchor.
+const REPORT_TAGS = new Set(["p", "br", "hr", "h3", "h4", "h5", "h6", "blockquote", "pre", "code", "ul", "ol", "li",
+  "em", "strong", "s", "del", "a", "sup", "table", "thead", "tbody", "tr", "th", "td", "section"]);
+const REPORT_ATTRS = new Set(["title", "target", "id", "class", "start", "align", "rel"]);
+
+function reportNodes(nodes) {
+  const out = [];
+  for (const node of nodes || []) {
+    if (typeof node === "string") { out.push(document.createTextNode(node)); continue; }
+    const [tag, attrs, children] = node;
+    if (!REPORT_TAGS.has(tag)) { out.push(...reportNodes(children)); continue; }
+    const el = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (REPORT_ATTRS.has(name)) el.setAttribute(name, String(value));
+      else if (name === "href" && /^#fn[\w:-]*$/.test(value)) el.setAttribute("href", value);
+      else if (name === "href" && safeUrl(value)) el.setAttribute("href", safeUrl(value));
+    }
+    el.append(...reportNodes(children));
+    out.push(el);
+  }
+  return out;
+}
+
+function report(tree) {
+  return h("div", { class: "markdown report" }, reportNodes(tree));
+}
+
 // The CSRF token of this page's session (or of the signed-out browser): sent with every unsafe request.
 function csrfToken() {
   const meta = document.querySelector('meta[name="csrf-token"]');

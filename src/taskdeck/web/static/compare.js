@@ -5,11 +5,7 @@ const data = JSON.parse(document.getElementById("compare-data").textContent);
 
 function cellNode(cell) {
   if (!cell.present) return h("span", { class: "muted" }, "—");
-  if (cell.report_html) {
-    const div = h("div", { class: "markdown report" });
-    div.innerHTML = cell.report_html;  // built by the server: markdown-it, then nh3 with an allow-list
-    return div;
-  }
+  if (cell.report) return report(cell.report);
   const value = cell.value !== null && typeof cell.value === "object" ? JSON.stringify(cell.value, null, 1) : String(cell.value ?? "null");
   return h("div", {},
     h("div", { class: "value" }, value),

@@ -135,14 +135,6 @@ function jsonTree(value, key) {
   return h("div", { class: "json-leaf" }, label, h("span", { class: "json-value" }, JSON.stringify(value)));
 }
 
-function report(html) {
-  const div = h("div", { class: "markdown report" });
-  // The one place HTML is inserted: built by the server with markdown-it (raw HTML off) and
-  // sanitised by nh3 with an allow-list (http(s) links only, no attributes that run anything).
-  div.innerHTML = html;
-  return div;
-}
-
 function renderResult(t) {
   showProblem(t);
   showWarnings(t.warnings);
@@ -153,7 +145,7 @@ function renderResult(t) {
   $("result-json").replaceChildren(jsonTree(t.output));
   const byField = Object.fromEntries((t.output.basis || []).map((b) => [b.field, b]));
   if (t.output.type === "text") {
-    $("result-table").replaceChildren(t.report_html ? report(t.report_html) : h("p", {}, String(t.output.content)), basisNode(byField.output));
+    $("result-table").replaceChildren(t.report ? report(t.report) : h("p", {}, String(t.output.content)), basisNode(byField.output));
   } else {
     $("result-table").replaceChildren(h("div", { class: "scroll-x" }, h("table", { class: "result" },
       h("thead", {}, h("tr", {}, h("th", {}, "Field"), h("th", {}, "Value"), h("th", {}, "Sources and confidence"))),
