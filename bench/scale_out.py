@@ -33,6 +33,7 @@ import psycopg
 
 from bench.common import start_emulator, table, write_result
 from bench.engine_runs import _stats, _wait
+from bench.web import _free_port
 from taskdeck.config import Settings
 from taskdeck.engine.intake import enqueue_many
 from taskdeck.store.open import open_store
@@ -159,7 +160,7 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
     import statistics
 
     from bench.web import KEY as WEB_KEY
-    from bench.web import _pct
+    from bench.web import _live, _pct
 
     tmp = Path(f"/tmp/taskdeck-bench-live-{secrets.token_hex(4)}")
     tmp.mkdir(parents=True)
@@ -188,7 +189,12 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
         web = f"http://127.0.0.1:{port}"
         _wait(lambda: _up(web), 60, step=0.1)
         assert WEB_KEY
-        latencies = asyncio.run(_steady(web, emu.url, args.runs, args.followers, args.hold))
+
+        # Measured once the worker follows every run: the attach burst is not what is measured.
+        def attached() -> float:
+            return _wait(lambda: _stats(emu.url)["open_streams"] >= args.runs, 600, 0.5)
+
+        latencies = asyncio.run(_live(web, args.runs, args.followers, args.hold, ready=attached))
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -211,45 +217,11 @@ def live(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def _steady(web: str, emu_url: str, runs: int, followers: int, hold: float) -> list[float]:
-    """Submit the runs to the web process, wait until the worker follows every one (the attach burst is
-    not what is measured), then follow some through the web process for ``hold`` seconds."""
-    import asyncio
-
-    from bench.web import KEY as WEB_KEY
-    from bench.web import _follow
-
-    async with httpx.AsyncClient(base_url=web, headers={"x-api-key": WEB_KEY}, timeout=60) as client:
-        ids = []
-        for i in range(runs):
-            body = {"input": f"Company {i}", "processor": "pro", "metadata": {"emulator": "duration=3600"}}
-            ids.append((await client.post("/api/tasks", json=body)).json()["task"]["id"])
-    await asyncio.to_thread(_wait, lambda: _stats(emu_url)["open_streams"] >= runs, 600, 0.5)
-    latencies: list[float] = []
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(_follow(web, t, latencies, stop)) for t in ids[:followers]]
-    await asyncio.sleep(hold)
-    stop.set()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return latencies
-
-
 def _up(url: str) -> bool:
     try:
         return httpx.get(f"{url}/-/health", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _running(url: str) -> int:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -188,12 +189,17 @@ async def _follow(url: str, task_id: str, latencies: list[float], stop: asyncio.
                     latencies.append((received - sent) * 1000)
 
 
-async def _live(url: str, runs: int, followers: int, hold: float) -> list[float]:
+async def _live(
+    url: str, runs: int, followers: int, hold: float, ready: Callable[[], object] | None = None
+) -> list[float]:
+    """Submit ``runs``, wait for ``ready`` (in a thread) if given, then follow ``followers`` of them for ``hold`` s."""
     async with httpx.AsyncClient(base_url=url, headers={"x-api-key": KEY}, timeout=60) as client:
         ids = []
         for i in range(runs):
             body = {"input": f"Company {i}", "processor": "pro", "metadata": {"emulator": "duration=3600"}}
             ids.append((await client.post("/api/tasks", json=body)).json()["task"]["id"])
+    if ready is not None:
+        await asyncio.to_thread(ready)
     latencies: list[float] = []
     stop = asyncio.Event()
     tasks = [asyncio.create_task(_follow(url, t, latencies, stop)) for t in ids[:followers]]

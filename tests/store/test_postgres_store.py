@@ -10,7 +10,7 @@ import psycopg
 
 from pg import fresh_schema
 from taskdeck.store.open import open_store
-from taskdeck.store.postgres import pg_migration_files
+from taskdeck.store.rows import migration_files
 
 SCHEMA_SQL = Path(__file__).parents[2] / "src" / "taskdeck" / "store" / "schema_pg.sql"
 
@@ -47,7 +47,7 @@ def test_migrated_schema_equals_the_declared_schema() -> None:
         with psycopg.connect(declared, autocommit=True) as conn:
             conn.execute(SCHEMA_SQL.read_bytes())
         assert schema_of(migrated) == schema_of(declared)
-    assert [v for v, _ in pg_migration_files()] == list(range(1, len(pg_migration_files()) + 1))
+    assert [v for v, _ in migration_files("migrations_pg")] == list(range(1, len(migration_files("migrations_pg")) + 1))
 
 
 def test_processes_starting_together_migrate_once() -> None:
@@ -70,4 +70,4 @@ def test_processes_starting_together_migrate_once() -> None:
         assert errors == []
         with psycopg.connect(url) as conn:
             versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-        assert versions == [v for v, _ in pg_migration_files()]
+        assert versions == [v for v, _ in migration_files("migrations_pg")]

@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-import time
 from pathlib import Path
 
-from taskdeck.models import Origin, Task, TaskStatus
-from taskdeck.store import AppendEvent, PutKey, SqliteStore
-from taskdeck.store.sqlite import migration_files
+from taskdeck.store import PutKey, SqliteStore
+from taskdeck.store.rows import migration_files
 from taskdeck.vault import KeyVault
 
 
@@ -38,23 +36,6 @@ def test_migrations_run_once_and_wal_is_on(tmp_path: Path) -> None:
     assert store.migrate() == []
     assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
-
-
-def task(owner: str = "o1", created: float | None = None, **kw: object) -> Task:
-    values: dict[str, object] = {
-        "id": f"tsk_{time.monotonic_ns()}",
-        "owner": owner,
-        "processor": "core",
-        "request": {"input": "x", "processor": "core"},
-        "status": TaskStatus.QUEUED,
-        "created_at": created if created is not None else time.time(),
-    }
-    values.update(kw)
-    return Task(**values)  # type: ignore[arg-type]
-
-
-def event(task_id: str, key: str | None, data: str = "{}") -> AppendEvent:
-    return AppendEvent(task_id, "task_run.progress_msg.plan", Origin.UPSTREAM, data, time.time(), None, key)
 
 
 def test_a_forgotten_key_leaves_no_ciphertext_in_the_file(tmp_path: Path) -> None:

@@ -21,14 +21,13 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from importlib import resources
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from taskdeck.models import Event, Origin, Task, TaskStatus
+from taskdeck.models import Event, Task, TaskStatus
 from taskdeck.store.base import (
     AdvanceGroupCursor,
     Announce,
@@ -42,16 +41,20 @@ from taskdeck.store.base import (
     Write,
     filled_notes,
 )
+from taskdeck.store.rows import (
+    FOLLOWED,
+    JSON_COLUMNS,
+    TASK_COLUMNS,
+    Gathered,
+    event_from_row,
+    gather,
+    migration_files,
+    task_from_row,
+    to_json,
+)
 
-__all__ = ["FEED_CHANNEL", "PostgresStore", "pg_migration_files"]
+__all__ = ["FEED_CHANNEL", "PostgresStore"]
 
-JSON_COLUMNS = frozenset({"request", "error", "warnings", "output", "progress"})
-TASK_COLUMNS = (
-    "id owner processor request status created_at run_id interaction_id upstream_status error warnings output "
-    "progress progress_meter cost_usd follow_up_of submitted_at first_event_at last_event_at completed_at message "
-    "lease_owner lease_expires submit_group submit_token submit_cursor submit_started_at"
-).split()
-FOLLOWED = [s.value for s in TaskStatus if s.is_followed]
 _REAL = {
     "created_at",
     "progress_meter",
@@ -70,47 +73,11 @@ COPY_EVENTS = "COPY events (task_id, seq, type, origin, data, received_at, upstr
 NOTIFY_BUDGET = 7000  # bytes of notes per payload (PostgreSQL's limit is 8,000)
 
 
-def pg_migration_files() -> list[tuple[int, str]]:
-    """(version, SQL) of every numbered PostgreSQL migration, in order."""
-    folder = resources.files("taskdeck.store") / "migrations_pg"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql") and entry.name[:4].isdigit():
-            found.append((int(entry.name[:4]), entry.read_text()))
-    return sorted(found)
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
 def _check_columns(changes: dict[str, Any]) -> None:
     # Column names go into SQL text: only the task's own columns, never a caller's string.
     for key in changes:
         if key not in COLUMN_TYPES or key in ("id", "event_seq"):
             raise ValueError(f"unknown task column {key!r}")
-
-
-def _row_to_task(row: dict[str, Any]) -> Task:
-    values = {k: row[k] for k in TASK_COLUMNS}
-    for k in JSON_COLUMNS:
-        if values[k] is not None:
-            values[k] = json.loads(values[k])
-    values["status"] = TaskStatus(values["status"])
-    return Task(**values)
-
-
-def _row_to_event(row: dict[str, Any]) -> Event:
-    return Event(
-        seq=row["seq"],
-        task_id=row["task_id"],
-        type=row["type"],
-        origin=Origin(row["origin"]),
-        data=row["data"],
-        received_at=row["received_at"],
-        upstream_ts=row["upstream_ts"],
-        dedup_key=row["dedup_key"],
-    )
 
 
 class PostgresStore:
@@ -165,7 +132,7 @@ class PostgresStore:
                 "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
             )
             done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
-            for version, sql in pg_migration_files():
+            for version, sql in migration_files("migrations_pg"):
                 if version in done:
                     continue
                 conn.execute(sql.encode())  # a whole file: psycopg sends it as one simple query
@@ -183,46 +150,30 @@ class PostgresStore:
             touched = sorted({w.task_id for w in writes if isinstance(w, AppendEvent | PatchTask)})
             if touched:
                 conn.execute("SELECT id FROM tasks WHERE id = ANY(%b) ORDER BY id FOR UPDATE", (touched,))
-            # As in SQLite: events and unguarded patches are gathered and written together; anything
-            # else first flushes what was gathered, keeping the order of the writes.
-            events: list[AppendEvent] = []
-            patches: dict[str, dict[str, Any]] = {}
-
-            def flush() -> None:
-                nonlocal events
-                if events:
-                    # The numbering UPDATE also applies (and takes out of ``patches``) the tasks' patches.
-                    inserted.extend(self._append(conn, events, patches))
-                    events = []
-                self._patch_many(conn, patches)
-                patches.clear()
-
-            for write in writes:
-                if isinstance(write, AppendEvent):
-                    events.append(write)
-                elif isinstance(write, PatchTask) and write.only_if_status is None:
-                    patches.setdefault(write.task_id, {}).update(write.changes)
-                else:
-                    flush()
-                    if isinstance(write, PatchTask):
-                        self._patch(conn, write)
-                    elif isinstance(write, InsertTask):
-                        self._insert_task(conn, write.task)
-                    elif isinstance(write, AdvanceGroupCursor):
-                        conn.execute(
-                            "UPDATE owner_groups SET run_cursor = %s WHERE owner = %s AND taskgroup_id = %s",
-                            (write.run_cursor, write.owner, write.taskgroup_id),
-                        )
-                    elif isinstance(write, Announce):
-                        self._announce(conn, write, inserted)
-                    elif isinstance(write, PutKey):
-                        conn.execute(
-                            "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) "
-                            "VALUES (%s,%s,%s,%s,%s) ON CONFLICT (owner) DO UPDATE SET "
-                            "ciphertext=excluded.ciphertext, last4=excluded.last4, updated_at=excluded.updated_at",
-                            (write.owner, write.ciphertext, write.last4, write.at, write.at),
-                        )
-            flush()
+            for item in gather(writes):
+                if isinstance(item, Gathered):
+                    if item.events:
+                        # The numbering UPDATE also applies (and takes out of ``patches``) those tasks' patches.
+                        inserted.extend(self._append(conn, item.events, item.patches))
+                    self._patch_many(conn, item.patches)
+                elif isinstance(item, PatchTask):
+                    self._patch(conn, item)
+                elif isinstance(item, InsertTask):
+                    self._insert_task(conn, item.task)
+                elif isinstance(item, AdvanceGroupCursor):
+                    conn.execute(
+                        "UPDATE owner_groups SET run_cursor = %s WHERE owner = %s AND taskgroup_id = %s",
+                        (item.run_cursor, item.owner, item.taskgroup_id),
+                    )
+                elif isinstance(item, Announce):
+                    self._announce(conn, item, inserted)
+                elif isinstance(item, PutKey):
+                    conn.execute(
+                        "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) "
+                        "VALUES (%s,%s,%s,%s,%s) ON CONFLICT (owner) DO UPDATE SET "
+                        "ciphertext=excluded.ciphertext, last4=excluded.last4, updated_at=excluded.updated_at",
+                        (item.owner, item.ciphertext, item.last4, item.at, item.at),
+                    )
         return inserted
 
     def _append(
@@ -245,7 +196,7 @@ class PostgresStore:
         for cols, ids in shapes.items():
             columns: list[list[Any]] = [ids, [counts[i] for i in ids]]
             for col in cols:
-                columns.append([_json(taken[i][col]) if col in JSON_COLUMNS else taken[i][col] for i in ids])
+                columns.append([to_json(taken[i][col]) if col in JSON_COLUMNS else taken[i][col] for i in ids])
             types = ["text", "bigint", *(COLUMN_TYPES[c] for c in cols)]
             sets = ["event_seq = tasks.event_seq + v.n", *(f"{c} = v.{c}" for c in cols)]
             sql = (
@@ -341,7 +292,7 @@ class PostgresStore:
                 if key not in COLUMN_TYPES or key == "id":
                     raise ValueError(f"unknown task column {key!r}")
             shapes.setdefault(cols, []).append(
-                [task_id, *(_json(v) if k in JSON_COLUMNS else v for k, v in changes.items())]
+                [task_id, *(to_json(v) if k in JSON_COLUMNS else v for k, v in changes.items())]
             )
         for cols, rows in shapes.items():
             arrays = [list(column) for column in zip(*rows, strict=True)]
@@ -362,7 +313,7 @@ class PostgresStore:
             if key not in TASK_COLUMNS or key == "id":
                 raise ValueError(f"unknown task column {key!r}")
             cols.append(f"{key} = %s")
-            values.append(_json(value) if key in JSON_COLUMNS else value)
+            values.append(to_json(value) if key in JSON_COLUMNS else value)
         sql = f"UPDATE tasks SET {', '.join(cols)} WHERE id = %s"
         values.append(patch.task_id)
         if patch.only_if_status:
@@ -374,7 +325,7 @@ class PostgresStore:
         values = []
         for col in TASK_COLUMNS:
             value = getattr(task, col)
-            values.append(_json(value) if col in JSON_COLUMNS else value)
+            values.append(to_json(value) if col in JSON_COLUMNS else value)
         conn.execute(
             f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ({','.join(['%s'] * len(TASK_COLUMNS))})".encode(),
             values,
@@ -383,11 +334,11 @@ class PostgresStore:
     # -- reads -------------------------------------------------------------------
     def get_task(self, task_id: str) -> Task | None:
         row = self._one("SELECT * FROM tasks WHERE id = %s", (task_id,))
-        return None if row is None else _row_to_task(row)
+        return None if row is None else task_from_row(row)
 
     def get_task_by_run(self, run_id: str) -> Task | None:
         row = self._one("SELECT * FROM tasks WHERE run_id = %s", (run_id,))
-        return None if row is None else _row_to_task(row)
+        return None if row is None else task_from_row(row)
 
     def delete_task(self, task_id: str, *, only_if_status: Sequence[str] | None = None) -> bool:
         guard = "" if only_if_status is None else " AND status = ANY(%s)"
@@ -403,7 +354,7 @@ class PostgresStore:
     def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
         if not task_ids:
             return []
-        return [_row_to_task(r) for r in self._all("SELECT * FROM tasks WHERE id = ANY(%s)", (list(task_ids),))]
+        return [task_from_row(r) for r in self._all("SELECT * FROM tasks WHERE id = ANY(%s)", (list(task_ids),))]
 
     def list_tasks(
         self,
@@ -438,7 +389,7 @@ class PostgresStore:
         order = "ASC" if oldest_first else "DESC"
         sql += f" ORDER BY created_at {order}, id {order} LIMIT %s"
         params.append(limit)
-        return [_row_to_task(r) for r in self._all(sql.encode(), params)]
+        return [task_from_row(r) for r in self._all(sql.encode(), params)]
 
     def events(self, task_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
         sql = "SELECT * FROM events WHERE task_id = %s AND seq > %s ORDER BY seq"
@@ -446,7 +397,7 @@ class PostgresStore:
         if limit is not None:
             sql += " LIMIT %s"
             params.append(limit)
-        return [_row_to_event(r) for r in self._all(sql.encode(), params)]
+        return [event_from_row(r) for r in self._all(sql.encode(), params)]
 
     def dedup_keys(self, task_id: str) -> set[str]:
         rows = self._all("SELECT dedup_key FROM events WHERE task_id = %s AND dedup_key IS NOT NULL", (task_id,))
@@ -587,7 +538,7 @@ class PostgresStore:
                     "ON CONFLICT (owner, holder) DO UPDATE SET buckets=excluded.buckets, "
                     "updated_at=excluded.updated_at, final=excluded.final",
                     [
-                        (owner, holder, _json({str(k): v for k, v in b.items()}), now, final)
+                        (owner, holder, to_json({str(k): v for k, v in b.items()}), now, final)
                         for owner, b in usage.items()
                     ],
                 )
@@ -647,7 +598,7 @@ class PostgresStore:
                 ") RETURNING *",
                 (holder, now + ttl, FOLLOWED, now, limit),
             ).fetchall()
-        tasks = [_row_to_task(r) for r in rows]
+        tasks = [task_from_row(r) for r in rows]
         return sorted(tasks, key=lambda t: t.last_event_at or t.created_at, reverse=True)
 
     def renew(self, holder: str, task_ids: Sequence[str], expires: float) -> set[str]:

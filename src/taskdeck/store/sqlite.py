@@ -16,11 +16,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from taskdeck.models import Event, Origin, Task, TaskStatus
+from taskdeck.models import Event, Task, TaskStatus
 from taskdeck.store.base import (
     AdvanceGroupCursor,
     Announce,
@@ -35,16 +34,19 @@ from taskdeck.store.base import (
     Write,
     filled_notes,
 )
+from taskdeck.store.rows import (
+    FOLLOWED,
+    JSON_COLUMNS,
+    TASK_COLUMNS,
+    Gathered,
+    event_from_row,
+    gather,
+    migration_files,
+    task_from_row,
+    to_json,
+)
 
-__all__ = ["SqliteStore", "migration_files"]
-
-JSON_COLUMNS = frozenset({"request", "error", "warnings", "output", "progress"})
-TASK_COLUMNS = (
-    "id owner processor request status created_at run_id interaction_id upstream_status error warnings output "
-    "progress progress_meter cost_usd follow_up_of submitted_at first_event_at last_event_at completed_at message "
-    "lease_owner lease_expires submit_group submit_token submit_cursor submit_started_at"
-).split()
-FOLLOWED = tuple(s.value for s in TaskStatus if s.is_followed)
+__all__ = ["SqliteStore"]
 
 
 def _tighten(path: Path) -> None:
@@ -64,42 +66,6 @@ def _private_file(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except FileExistsError:
         _tighten(path)
-
-
-def migration_files() -> list[tuple[int, str]]:
-    """(version, SQL) of every numbered migration, in order."""
-    folder = resources.files("taskdeck.store") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql") and entry.name[:4].isdigit():
-            found.append((int(entry.name[:4]), entry.read_text()))
-    return sorted(found)
-
-
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _row_to_task(row: sqlite3.Row) -> Task:
-    values = {k: row[k] for k in TASK_COLUMNS}
-    for k in JSON_COLUMNS:
-        if values[k] is not None:
-            values[k] = json.loads(values[k])
-    values["status"] = TaskStatus(values["status"])
-    return Task(**values)
-
-
-def _row_to_event(row: sqlite3.Row) -> Event:
-    return Event(
-        seq=row["seq"],
-        task_id=row["task_id"],
-        type=row["type"],
-        origin=Origin(row["origin"]),
-        data=row["data"],
-        received_at=row["received_at"],
-        upstream_ts=row["upstream_ts"],
-        dedup_key=row["dedup_key"],
-    )
 
 
 class SqliteStore:
@@ -169,47 +135,30 @@ class SqliteStore:
     def apply(self, writes: Sequence[Write]) -> list[Event]:
         inserted: list[Event] = []
         with self._tx() as conn:
-            # Events and unguarded patches are gathered and written together: a follower patches
-            # its task on every event, and one UPDATE per task per batch is enough. Anything else
-            # (a new task, a guarded patch, a key) first flushes what was gathered, keeping order.
-            events: list[AppendEvent] = []
-            patches: dict[str, dict[str, Any]] = {}
-
-            def flush() -> None:
-                nonlocal events
-                if events:
-                    inserted.extend(self._append(conn, events))
-                    events = []
-                for task_id, changes in patches.items():
-                    self._patch(conn, PatchTask(task_id, changes))
-                patches.clear()
-
-            for write in writes:
-                if isinstance(write, AppendEvent):
-                    events.append(write)
-                elif isinstance(write, PatchTask) and write.only_if_status is None:
-                    patches.setdefault(write.task_id, {}).update(write.changes)
-                else:
-                    flush()
-                    if isinstance(write, PatchTask):
-                        self._patch(conn, write)
-                    elif isinstance(write, InsertTask):
-                        self._insert_task(conn, write.task)
-                    elif isinstance(write, AdvanceGroupCursor):
-                        conn.execute(
-                            "UPDATE owner_groups SET run_cursor = ? WHERE owner = ? AND taskgroup_id = ?",
-                            (write.run_cursor, write.owner, write.taskgroup_id),
-                        )
-                    elif isinstance(write, Announce):
-                        self._announce(conn, write, inserted)
-                    elif isinstance(write, PutKey):
-                        conn.execute(
-                            "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) "
-                            "VALUES (?,?,?,?,?) ON CONFLICT(owner) DO UPDATE SET ciphertext=excluded.ciphertext, "
-                            "last4=excluded.last4, updated_at=excluded.updated_at",
-                            (write.owner, write.ciphertext, write.last4, write.at, write.at),
-                        )
-            flush()
+            for item in gather(writes):
+                if isinstance(item, Gathered):
+                    if item.events:
+                        inserted.extend(self._append(conn, item.events))
+                    for task_id, changes in item.patches.items():
+                        self._patch(conn, PatchTask(task_id, changes))
+                elif isinstance(item, PatchTask):
+                    self._patch(conn, item)
+                elif isinstance(item, InsertTask):
+                    self._insert_task(conn, item.task)
+                elif isinstance(item, AdvanceGroupCursor):
+                    conn.execute(
+                        "UPDATE owner_groups SET run_cursor = ? WHERE owner = ? AND taskgroup_id = ?",
+                        (item.run_cursor, item.owner, item.taskgroup_id),
+                    )
+                elif isinstance(item, Announce):
+                    self._announce(conn, item, inserted)
+                elif isinstance(item, PutKey):
+                    conn.execute(
+                        "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) "
+                        "VALUES (?,?,?,?,?) ON CONFLICT(owner) DO UPDATE SET ciphertext=excluded.ciphertext, "
+                        "last4=excluded.last4, updated_at=excluded.updated_at",
+                        (item.owner, item.ciphertext, item.last4, item.at, item.at),
+                    )
         return inserted
 
     def _append(self, conn: sqlite3.Connection, rows: list[AppendEvent]) -> list[Event]:
@@ -244,7 +193,7 @@ class SqliteStore:
         conn.executemany(
             "INSERT INTO feed_log (holder, task_id, owner, first_seq, last_seq, changes, at) VALUES (?,?,?,?,?,?,?)",
             [
-                (announce.holder, n.task_id, n.owner, n.first_seq, n.last_seq, _json(n.changes) or "{}", now)
+                (announce.holder, n.task_id, n.owner, n.first_seq, n.last_seq, to_json(n.changes) or "{}", now)
                 for n in filled_notes(announce, inserted)
             ],
         )
@@ -277,7 +226,7 @@ class SqliteStore:
             if key not in TASK_COLUMNS or key == "id":
                 raise ValueError(f"unknown task column {key!r}")
             cols.append(f"{key} = ?")
-            values.append(_json(value) if key in JSON_COLUMNS else value)
+            values.append(to_json(value) if key in JSON_COLUMNS else value)
         sql = f"UPDATE tasks SET {', '.join(cols)} WHERE id = ?"
         values.append(patch.task_id)
         if patch.only_if_status:
@@ -289,7 +238,7 @@ class SqliteStore:
         values = []
         for col in TASK_COLUMNS:
             value = getattr(task, col)
-            values.append(_json(value) if col in JSON_COLUMNS else value)
+            values.append(to_json(value) if col in JSON_COLUMNS else value)
         conn.execute(
             f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ({','.join('?' * len(TASK_COLUMNS))})", values
         )
@@ -297,11 +246,11 @@ class SqliteStore:
     # -- reads -------------------------------------------------------------------
     def get_task(self, task_id: str) -> Task | None:
         row = self._conn().execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        return None if row is None else _row_to_task(row)
+        return None if row is None else task_from_row(row)
 
     def get_task_by_run(self, run_id: str) -> Task | None:
         row = self._conn().execute("SELECT * FROM tasks WHERE run_id = ?", (run_id,)).fetchone()
-        return None if row is None else _row_to_task(row)
+        return None if row is None else task_from_row(row)
 
     def delete_task(self, task_id: str, *, only_if_status: Sequence[str] | None = None) -> bool:
         guard, params = "", []
@@ -322,7 +271,7 @@ class SqliteStore:
         rows = self._conn().execute(
             f"SELECT * FROM tasks WHERE id IN ({','.join('?' * len(task_ids))})", list(task_ids)
         )
-        return [_row_to_task(r) for r in rows]
+        return [task_from_row(r) for r in rows]
 
     def list_tasks(
         self,
@@ -358,7 +307,7 @@ class SqliteStore:
         order = "ASC" if oldest_first else "DESC"
         sql += f" ORDER BY created_at {order}, id {order} LIMIT ?"
         params.append(limit)
-        return [_row_to_task(r) for r in self._conn().execute(sql, params)]
+        return [task_from_row(r) for r in self._conn().execute(sql, params)]
 
     def events(self, task_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
         sql = "SELECT * FROM events WHERE task_id = ? AND seq > ? ORDER BY seq"
@@ -366,7 +315,7 @@ class SqliteStore:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [_row_to_event(r) for r in self._conn().execute(sql, params)]
+        return [event_from_row(r) for r in self._conn().execute(sql, params)]
 
     def dedup_keys(self, task_id: str) -> set[str]:
         rows = self._conn().execute(
@@ -527,7 +476,7 @@ class SqliteStore:
                 "ON CONFLICT(owner, holder) DO UPDATE SET buckets=excluded.buckets, updated_at=excluded.updated_at, "
                 "final=excluded.final",
                 [
-                    (owner, holder, _json({str(k): v for k, v in b.items()}), now, int(final))
+                    (owner, holder, to_json({str(k): v for k, v in b.items()}), now, int(final))
                     for owner, b in usage.items()
                 ],
             )
@@ -559,7 +508,7 @@ class SqliteStore:
                 (holder, now + ttl, *FOLLOWED, now, limit),
             ).fetchall()
         # RETURNING does not keep the subquery's order; newest activity first matters on restart.
-        tasks = [_row_to_task(r) for r in rows]
+        tasks = [task_from_row(r) for r in rows]
         return sorted(tasks, key=lambda t: t.last_event_at or t.created_at, reverse=True)
 
     def renew(self, holder: str, task_ids: Sequence[str], expires: float) -> set[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -119,8 +119,7 @@ CursorQuery = Annotated[str | None, Query(max_length=60)]
 FromQuery = Annotated[str | None, Query(alias="from", max_length=40)]
 
 
-@router.get("/", response_class=HTMLResponse)
-async def home(
+async def _home_view(
     request: Request,
     status: StatusQuery = None,
     processor: ProcessorQuery = None,
@@ -128,30 +127,28 @@ async def home(
     cursor: CursorQuery = None,
     order: Order = "newest",
     from_task: FromQuery = None,
-) -> Response:
+) -> tuple[Caller | None, dict[str, Any]]:
+    """The caller and the home page's data, from the page's query (shared by the page and its twin)."""
     who = await optional_caller(request)
     data = await _home_data(
         request, who, status=status, processor=processor, q=q, cursor=cursor, order=order, from_task=from_task
     )
+    return who, data
+
+
+HomeView = Annotated[tuple[Caller | None, dict[str, Any]], Depends(_home_view)]
+
+
+@router.get("/", response_class=HTMLResponse)
+async def home(request: Request, view: HomeView) -> Response:
+    who, data = view
     return _render(request, "home.html", who, {"data": data, "title": "Taskdeck"})
 
 
 @router.get("/index.json")
-async def home_json(
-    request: Request,
-    status: StatusQuery = None,
-    processor: ProcessorQuery = None,
-    q: TextQuery = None,
-    cursor: CursorQuery = None,
-    order: Order = "newest",
-    from_task: FromQuery = None,
-) -> JSONResponse:
+async def home_json(view: HomeView) -> JSONResponse:
     """The home page's data (its ``.json`` twin)."""
-    who = await optional_caller(request)
-    data = await _home_data(
-        request, who, status=status, processor=processor, q=q, cursor=cursor, order=order, from_task=from_task
-    )
-    return JSONResponse(data, headers={"cache-control": "no-store"})
+    return JSONResponse(view[1], headers={"cache-control": "no-store"})
 
 
 def _sign_in_first(request: Request) -> Response:
