@@ -219,6 +219,7 @@ def test_list_filters_order_follow_ups_and_counts(store: Store) -> None:
     assert [t.id for t in store.list_tasks("o1", follow_up_of=parent.id, oldest_first=True)] == [k.id for k in kids]
     assert store.count_tasks("o1") == {"queued": 1, "completed": 3}
     assert store.count_tasks("o1", processor="lite") == {"queued": 1}
+    assert store.count_tasks(statuses=["queued", "running"]) == {"queued": 1}
     assert [t.id for t in store.list_tasks("o1", statuses=["queued"])] == [parent.id]
     assert [t.id for t in store.list_tasks("o1", text="100%_x")] == []  # LIKE wildcards are literal
     assert [t.id for t in store.list_tasks("o1", text=kids[0].id)] == [kids[0].id]

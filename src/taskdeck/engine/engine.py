@@ -33,6 +33,7 @@ from taskdeck.models import ACTIVE_UPSTREAM, Task, TaskStatus, new_task_id
 from taskdeck.processors import get_processor
 from taskdeck.store.base import Announce, AppendEvent, FeedNote, InsertTask, PatchTask, ProcessInfo, Store
 from taskdeck.store.open import open_store
+from taskdeck.store.rows import FOLLOWED
 from taskdeck.upstream.client import Upstream, UpstreamError
 from taskdeck.vault import KeyVault
 
@@ -210,8 +211,9 @@ class Engine:
         alive = await self.db(lambda: self.store.engines_alive(since))
         if alive <= 1:
             return self.settings.max_followers
-        counts = await self.db(self.store.count_tasks)
-        active = sum(n for status, n in counts.items() if TaskStatus(status).is_followed)
+        # Only the followed statuses (index on status): the heartbeat must not scan every finished task.
+        counts = await self.db(lambda: self.store.count_tasks(statuses=FOLLOWED))
+        active = sum(counts.values())
         share = -(-active // alive)  # ceil
         surplus = len(self.followers) - (share + max(1, share // 5))
         if surplus > 0:
@@ -233,6 +235,11 @@ class Engine:
                 await self.db(self.store.release, self.holder, closed)
                 log.info("rebalancing: released %d run(s) for the %d other process(es)", len(closed), alive - 1)
         return max(0, share - len(self.followers))
+
+    @property
+    def _lease_holder(self) -> str | None:
+        """Who a task made here is leased to: this process, or nobody (web-only: for a worker to claim)."""
+        return self.holder if self.follows else None
 
     def _process_info(self, now: float) -> ProcessInfo:
         return ProcessInfo(
@@ -323,7 +330,7 @@ class Engine:
             request,
             processor,
             follow_up_of=follow_up_of,
-            holder=self.holder if self.follows else None,
+            holder=self._lease_holder,
             lease_ttl=self.settings.lease_ttl,
         )
         # Check and store under one lock per owner, so two requests cannot both pass the budget.
@@ -380,7 +387,7 @@ class Engine:
             warnings=run.get("warnings"),
             cost_usd=processor.usd_per_run if processor else None,
             submitted_at=now,
-            lease_owner=self.holder if self.follows else None,
+            lease_owner=self._lease_holder,
             lease_expires=now + self.settings.lease_ttl if self.follows else None,
         )
         await self.writer.commit([InsertTask(task), self._own(task, "adopted", run_id=run_id)], owner)
@@ -424,7 +431,7 @@ class Engine:
             "submit_token": None,
             "submit_cursor": None,
             "submit_started_at": None,
-            "lease_owner": self.holder if self.follows else None,
+            "lease_owner": self._lease_holder,
             "lease_expires": now + self.settings.lease_ttl if self.follows else None,
         }
         guard = tuple(s for s in TaskStatus if s.can_resubmit)

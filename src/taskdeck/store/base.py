@@ -252,8 +252,10 @@ class Store(Protocol):
         """Live leases per holder."""
         ...
 
-    def count_tasks(self, owner: str | None = None, *, processor: str | None = None) -> dict[str, int]:
-        """Tasks per status (of one owner, of one processor, when given)."""
+    def count_tasks(
+        self, owner: str | None = None, *, processor: str | None = None, statuses: Sequence[str] | None = None
+    ) -> dict[str, int]:
+        """Tasks per status (of one owner, of one processor, in some statuses, when given)."""
         ...
 
     def put_usage(self, holder: str, usage: dict[str, dict[int, int]], now: float, *, final: bool = False) -> None:

@@ -430,7 +430,9 @@ class PostgresStore:
         )
         return float(row["spent"]) if row else 0.0
 
-    def count_tasks(self, owner: str | None = None, *, processor: str | None = None) -> dict[str, int]:
+    def count_tasks(
+        self, owner: str | None = None, *, processor: str | None = None, statuses: Sequence[str] | None = None
+    ) -> dict[str, int]:
         sql = "SELECT status, COUNT(*) AS n FROM tasks WHERE TRUE"
         params: list[Any] = []
         if owner is not None:
@@ -439,6 +441,9 @@ class PostgresStore:
         if processor is not None:
             sql += " AND processor = %s"
             params.append(processor)
+        if statuses is not None:
+            sql += " AND status = ANY(%s)"
+            params.append(list(statuses))
         return {r["status"]: int(r["n"]) for r in self._all((sql + " GROUP BY status").encode(), params)}
 
     # -- owner groups ------------------------------------------------------------

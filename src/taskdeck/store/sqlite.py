@@ -410,7 +410,9 @@ class SqliteStore:
         with self._tx() as conn:
             return int(conn.execute("DELETE FROM sessions WHERE owner = ?", (owner,)).rowcount)
 
-    def count_tasks(self, owner: str | None = None, *, processor: str | None = None) -> dict[str, int]:
+    def count_tasks(
+        self, owner: str | None = None, *, processor: str | None = None, statuses: Sequence[str] | None = None
+    ) -> dict[str, int]:
         sql = "SELECT status, COUNT(*) FROM tasks WHERE 1=1"
         params: list[Any] = []
         if owner is not None:
@@ -419,6 +421,9 @@ class SqliteStore:
         if processor is not None:
             sql += " AND processor = ?"
             params.append(processor)
+        if statuses is not None:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            params += list(statuses)
         return {r[0]: r[1] for r in self._conn().execute(sql + " GROUP BY status", params)}
 
     # -- processes ---------------------------------------------------------------
