@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from taskdeck.engine.feed import Feed, TaskChange
 from taskdeck.store.base import FeedNote, Store
@@ -30,7 +30,6 @@ from taskdeck.store.base import FeedNote, Store
 __all__ = ["FeedBridge", "PgListener", "SqliteTail", "bridge_for"]
 
 log = logging.getLogger("taskdeck.bridge")
-T = TypeVar("T")
 Db = Callable[..., Awaitable[Any]]
 PRUNE_AFTER = 600.0  # seconds a feed_log row is kept (every live process has read it long before)
 
@@ -51,7 +50,6 @@ class _Deliver:
         self.feed = feed
         self.holder = holder
         self.db = db
-        self.delivered = 0
         self.lag: float | None = None  # seconds from the last note's commit to its delivery here
 
     async def __call__(self, holder: str, note: FeedNote) -> None:
@@ -64,7 +62,6 @@ class _Deliver:
                 self.feed.publish_event(event, note.owner)
         if note.changes:
             self.feed.publish_change(TaskChange(note.task_id, note.owner, dict(note.changes)))
-        self.delivered += 1
         if note.at is not None:
             self.lag = max(0.0, time.time() - note.at)
 

@@ -31,7 +31,7 @@ from taskdeck.web.exports import EXPORT_FORMATS, ExportFormat, export_tasks
 from taskdeck.web.sessions import Sessions, key_problem
 from taskdeck.web.views import event_view, task_csv, task_page, task_summary
 
-__all__ = ["TASK_ID", "Order", "full_task", "list_page", "router"]
+__all__ = ["TASK_ID", "Order", "full_task", "list_page", "own_tasks", "router"]
 
 router = APIRouter()
 PING_SECONDS = 15.0
@@ -89,6 +89,17 @@ def _task_id(task_id: str) -> str:
     if not TASK_ID.fullmatch(task_id):
         raise HTTPException(404, f"No task {task_id[:40]!r} for this API key.")
     return task_id
+
+
+async def own_tasks(request: Request, who: Caller, task_ids: list[str]) -> list[Task]:
+    """The caller's tasks of these ids, in their order (duplicates once), or 404 naming one that is not theirs."""
+    ids = list(dict.fromkeys(task_ids))
+    engine = _engine(request)
+    found = {t.id: t for t in await engine.db(engine.store.get_tasks, ids)}
+    for task_id in ids:
+        if task_id not in found or found[task_id].owner != who.owner:
+            raise HTTPException(404, f"No task {task_id[:40]!r} for this API key.")
+    return [found[i] for i in ids]
 
 
 async def _own_task(request: Request, who: Caller, task_id: str) -> Task:
@@ -180,6 +191,21 @@ async def forget_key(request: Request, response: Response, who: Auth) -> schemas
 
 
 # -- tasks -----------------------------------------------------------------------------
+FOLLOW_UP_PROBLEM = "must be the id of one of your tasks (tsk_...)"
+
+
+def _is_task_id(value: Any) -> bool:
+    return isinstance(value, str) and TASK_ID.fullmatch(value) is not None
+
+
+def _task_request(body: Any) -> tuple[dict[str, Any], Any]:
+    """A create's body split into Parallel's TaskRunInput and Taskdeck's own ``follow_up_of``."""
+    if not isinstance(body, dict):
+        raise IntakeError(422, "body: must be a JSON object (a Parallel TaskRunInput)")
+    request_body = dict(body)
+    return request_body, request_body.pop("follow_up_of", None)
+
+
 @router.post(
     "/api/tasks",
     tags=["tasks"],
@@ -193,12 +219,9 @@ async def create_task(request: Request, who: Auth, body: Body) -> schemas.TaskEn
     The request is checked against Parallel's rules first; a mistake answers 422 naming the field,
     and nothing is stored.
     """
-    if not isinstance(body, dict):
-        raise IntakeError(422, "body: must be a JSON object (a Parallel TaskRunInput)")
-    request_body = dict(body)
-    follow_up_of = request_body.pop("follow_up_of", None)
-    if follow_up_of is not None and (not isinstance(follow_up_of, str) or not TASK_ID.fullmatch(follow_up_of)):
-        raise _problem(["follow_up_of"], "must be the id of one of your tasks (tsk_...)")
+    request_body, follow_up_of = _task_request(body)
+    if follow_up_of is not None and not _is_task_id(follow_up_of):
+        raise _problem(["follow_up_of"], FOLLOW_UP_PROBLEM)
     task = await _engine(request).submit(who.api_key, request_body, follow_up_of=follow_up_of)
     return schemas.TaskEnvelope(task=_summary(task))
 
@@ -210,13 +233,10 @@ async def check_task(request: Request, who: Auth, body: Body) -> schemas.Check:
     The web form calls this as the person types: problems (what a create would refuse) and warnings
     (what Parallel would remark on), plus the run's price.
     """
-    if not isinstance(body, dict):
-        raise IntakeError(422, "body: must be a JSON object (a Parallel TaskRunInput)")
-    request_body = dict(body)
-    follow_up_of = request_body.pop("follow_up_of", None)
+    request_body, follow_up_of = _task_request(body)
     problems, warnings = await asyncio.to_thread(review_request, request_body)
-    if follow_up_of is not None and (not isinstance(follow_up_of, str) or not TASK_ID.fullmatch(follow_up_of)):
-        problems.append({"loc": ["follow_up_of"], "msg": "must be the id of one of your tasks (tsk_...)"})
+    if follow_up_of is not None and not _is_task_id(follow_up_of):
+        problems.append({"loc": ["follow_up_of"], "msg": FOLLOW_UP_PROBLEM})
     name = request_body.get("processor")
     processor = get_processor(name) if isinstance(name, str) else None
     return schemas.Check(
@@ -238,14 +258,9 @@ async def export(
     if len(id) > MAX_EXPORT:
         raise _problem(["query", "id"], f"{len(id)} tasks; export at most {MAX_EXPORT} at a time")
     for task_id in id:
-        if len(task_id) > 40 or not TASK_ID.fullmatch(task_id):
+        if not _is_task_id(task_id):
             raise _problem(["query", "id"], f"{task_id[:40]!r} is not a task id (tsk_...)")
-    engine = _engine(request)
-    found = {t.id: t for t in await engine.db(engine.store.get_tasks, list(dict.fromkeys(id)))}
-    tasks = [found[i] for i in dict.fromkeys(id) if i in found and found[i].owner == who.owner]
-    if len(tasks) < len(set(id)):
-        missing = next(i for i in id if i not in found or found[i].owner != who.owner)
-        raise HTTPException(404, f"No task {missing!r} for this API key.")
+    tasks = await own_tasks(request, who, id)
     body = await asyncio.to_thread(export_tasks, tasks, format)
     return Response(
         body,

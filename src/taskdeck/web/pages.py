@@ -19,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 from taskdeck.models import TaskStatus
 from taskdeck.processors import PROCESSORS
 from taskdeck.vault import mask_key
-from taskdeck.web.api import TASK_ID, Order, full_task, list_page
+from taskdeck.web.api import TASK_ID, Order, full_task, list_page, own_tasks
 from taskdeck.web.assets import asset_url
 from taskdeck.web.auth import Caller, optional_caller
 from taskdeck.web.sessions import Sessions
@@ -208,12 +208,7 @@ async def _compare_data(request: Request, who: Caller, ids: list[str]) -> dict[s
     ids = list(dict.fromkeys(ids))
     if not 2 <= len(ids) <= MAX_COMPARE or not all(TASK_ID.fullmatch(i) for i in ids):
         raise HTTPException(422, f"id: pick 2 to {MAX_COMPARE} of your tasks to compare (?id=tsk_…&id=tsk_…)")
-    engine = request.app.state.engine
-    found = {t.id: t for t in await engine.db(engine.store.get_tasks, ids)}
-    tasks = [found[i] for i in ids if i in found and found[i].owner == who.owner]
-    if len(tasks) != len(ids):
-        raise HTTPException(404, "One of these tasks does not exist for this API key.")
-    return compare_page(tasks)
+    return compare_page(await own_tasks(request, who, ids))
 
 
 IdsQuery = Annotated[list[str], Query(max_length=40)]
