@@ -232,8 +232,10 @@ def _where(settings: Settings) -> str:
     """The database, for people: the SQLite file, or the PostgreSQL URL without its password."""
     from urllib.parse import urlsplit, urlunsplit
 
-    if not settings.database_url.startswith(("postgresql://", "postgres://")):
-        return settings.database_url or str(settings.db_path)
+    from taskdeck.store.open import is_postgres
+
+    if not is_postgres(settings.store_url):
+        return settings.store_url
     parts = urlsplit(settings.database_url)
     host = parts.hostname or ""
     user = f"{parts.username}@" if parts.username else ""

@@ -226,7 +226,9 @@ class Settings:
             raise ValueError("create_settle must be at least create_timeout (a create may land until it times out)")
         if self.daily_budget_usd < 0:
             raise ValueError("daily_budget_usd must be 0 (no limit) or more")
-        if self.database_url.startswith(("postgresql://", "postgres://")) and not self.secret_key:
+        from taskdeck.store.open import is_postgres  # at use: settings load before the store exists
+
+        if is_postgres(self.database_url) and not self.secret_key:
             raise ValueError(
                 "TASKDECK_SECRET_KEY is required with a PostgreSQL database: every process, on every machine, must "
                 "use the same secret to read the stored keys (generate one with: python -c 'import secrets; "

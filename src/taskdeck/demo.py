@@ -26,7 +26,10 @@ DEMO_TIME_SCALE = 0.1
 
 def demo_settings(settings: Settings, db: Path | None) -> Settings:
     """``settings`` on the demo's database: ``db`` when given (``--db``), else ``demo.db`` beside real mode's."""
-    return settings.with_overrides(db_path=db if db is not None else settings.db_path.with_name(DEMO_DB_NAME))
+    # Never TASKDECK_DATABASE_URL either: simulated runs do not belong in a shared, real database.
+    return settings.with_overrides(
+        db_path=db if db is not None else settings.db_path.with_name(DEMO_DB_NAME), database_url=""
+    )
 
 
 def emulator_state_path(db_path: Path) -> Path:

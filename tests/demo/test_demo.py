@@ -108,3 +108,10 @@ def test_a_demo_restart_follows_active_runs_to_completion(tmp_path: Path) -> Non
     finally:
         server.stop()
         emulator.stop()
+
+
+def test_the_demo_never_uses_the_shared_database(tmp_path: Path) -> None:
+    """With TASKDECK_DATABASE_URL set (a real, shared PostgreSQL), the demo still keeps to its own file."""
+    shared = Settings(db_path=tmp_path / "taskdeck.db", database_url="postgresql://x@db/real", secret_key="s")
+    settings = demo_settings(shared, None)
+    assert settings.store_url == str(tmp_path / "demo.db")
