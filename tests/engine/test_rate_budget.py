@@ -45,6 +45,27 @@ async def test_creates_scope_counts_only_creates() -> None:
     assert time.monotonic() - started < 1.0
 
 
+async def test_stream_reopens_go_before_creates_waiting_for_the_budget() -> None:
+    """A worker taking over a dead one's runs must not wait behind its queue of creates."""
+    budget = RateBudget(2, "all", window=0.3)
+    await budget.acquire("owner", creates=True)
+    await budget.acquire("owner", creates=True)  # the window is full now
+    order: list[str] = []
+
+    async def take(name: str, creates: bool) -> None:
+        await budget.acquire("owner", creates=creates)
+        order.append(name)
+
+    creates = [asyncio.create_task(take(f"create{i}", True)) for i in range(4)]
+    for _ in range(5):  # let every create queue up (no I/O: each turn of the loop is deterministic)
+        await asyncio.sleep(0)
+    reopens = [asyncio.create_task(take(f"reopen{i}", False)) for i in range(2)]
+    await asyncio.gather(*creates, *reopens)
+    # create0 already held the lock, waiting for the window; both reopens come right after it.
+    assert order[:3] == ["create0", "reopen0", "reopen1"], order
+    assert sorted(order[3:]) == ["create1", "create2", "create3"]
+
+
 @pytest.mark.parametrize("scope", ["all", "creates"])
 async def test_emulator_never_sees_more_than_the_budget(tmp_path: Path, make_emulator: Any, scope: str) -> None:
     """Runs whose streams close every 0.5 s want ~16 requests/s; the budget allows 10 per 4 s window.

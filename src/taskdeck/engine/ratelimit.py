@@ -44,6 +44,12 @@ class KeyLimiter:
         self.external: dict[int, int] = {}  # unix second -> requests other processes made then
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
+        # Priority lane: requests that keep runs already paid for followed (stream reopens after a
+        # crash or a 570 s close, result fetches) go before creates still waiting; otherwise a worker
+        # taking over a dead one's runs would wait behind a queue of creates for minutes.
+        self._urgent_waiting = 0
+        self._no_urgent = asyncio.Event()
+        self._no_urgent.set()
 
     def pause(self, seconds: float) -> None:
         """Send nothing for ``seconds`` (after a 429)."""
@@ -60,27 +66,47 @@ class KeyLimiter:
                 oldest = second + 1.0 if oldest is None else min(oldest, second + 1.0)
         return count, oldest
 
-    async def acquire(self, owner: str = "") -> None:
-        # The lock makes waiters queue in order, so a burst drains first come, first served.
-        async with self._lock:
-            if self._take is not None:
-                await self._acquire_shared(owner)
+    async def acquire(self, owner: str = "", *, urgent: bool = False) -> None:
+        """Wait for a free request of the window and take it; ``urgent`` ones go before the others."""
+        if urgent:
+            self._urgent_waiting += 1
+            self._no_urgent.clear()
+            try:
+                async with self._lock:
+                    await self._take_one(owner)
+            finally:
+                self._urgent_waiting -= 1
+                if not self._urgent_waiting:
+                    self._no_urgent.set()
+            return
+        while True:
+            await self._no_urgent.wait()
+            # The lock makes waiters queue in order, so a burst drains first come, first served.
+            async with self._lock:
+                if self._urgent_waiting:
+                    continue  # an urgent request came while we queued: it goes first
+                await self._take_one(owner)
                 return
-            while True:
-                now = time.time()
-                while self._sent and self._sent[0] <= now - self.window:
-                    self._sent.popleft()
-                ext, ext_oldest = self._external_in_window(now)
-                wait = self._paused_until - now
-                if len(self._sent) + ext >= self.limit:
-                    frees = [t + self.window for t in ([self._sent[0]] if self._sent else [])]
-                    if ext_oldest is not None:
-                        frees.append(ext_oldest + self.window)
-                    wait = max(wait, min(frees) - now if frees else 1.0)
-                if wait <= 0:
-                    self._sent.append(now)
-                    return
-                await asyncio.sleep(wait)
+
+    async def _take_one(self, owner: str) -> None:
+        if self._take is not None:
+            await self._acquire_shared(owner)
+            return
+        while True:
+            now = time.time()
+            while self._sent and self._sent[0] <= now - self.window:
+                self._sent.popleft()
+            ext, ext_oldest = self._external_in_window(now)
+            wait = self._paused_until - now
+            if len(self._sent) + ext >= self.limit:
+                frees = [t + self.window for t in ([self._sent[0]] if self._sent else [])]
+                if ext_oldest is not None:
+                    frees.append(ext_oldest + self.window)
+                wait = max(wait, min(frees) - now if frees else 1.0)
+            if wait <= 0:
+                self._sent.append(now)
+                return
+            await asyncio.sleep(wait)
 
     async def _acquire_shared(self, owner: str) -> None:
         assert self._take is not None
@@ -124,8 +150,9 @@ class RateBudget:
         return found
 
     async def acquire(self, owner: str, *, creates: bool) -> None:
+        """Take one request of ``owner``'s budget (if it counts under ``scope``); creates go last."""
         if creates or self.scope == "all":
-            await self.limiter(owner).acquire(owner)
+            await self.limiter(owner).acquire(owner, urgent=not creates)
 
     def pause(self, owner: str, seconds: float) -> None:
         self.limiter(owner).pause(seconds)

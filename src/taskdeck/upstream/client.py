@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 import httpx
@@ -23,10 +23,22 @@ from parallel import AsyncParallel, DefaultAioHttpClient, DefaultAsyncHttpxClien
 from taskdeck.jsonbody import storable
 from taskdeck.upstream.sse import SseMessage, iter_messages
 
-if TYPE_CHECKING:  # the engine owns the budget; importing it here at run time would be circular
-    from taskdeck.engine.ratelimit import RateBudget
+__all__ = ["Budget", "Upstream", "UpstreamError", "betas_for"]
 
-__all__ = ["Upstream", "UpstreamError", "betas_for"]
+
+class Budget(Protocol):
+    """What the client needs of a rate budget (the engine's :class:`~taskdeck.engine.ratelimit.RateBudget`).
+
+    A port, so that the client does not import the engine (which owns the budget) and a test or a
+    one-off script can hand in its own.
+    """
+
+    async def acquire(self, owner: str, *, creates: bool) -> None:
+        """Wait until one request of ``owner``'s budget is free and take it."""
+
+    def pause(self, owner: str, seconds: float) -> None:
+        """Send nothing for ``owner`` for ``seconds`` (after a 429)."""
+
 
 EVENTS_BETA = "events-sse-2025-07-24"
 WEBHOOK_BETA = "webhook-2025-08-12"
@@ -109,7 +121,7 @@ def _classify(exc: Exception) -> UpstreamError:
 class Upstream:
     """One SDK client per API key, sharing one HTTP connection pool."""
 
-    def __init__(self, base_url: str, budget: RateBudget, *, transport: str = "httpx") -> None:
+    def __init__(self, base_url: str, budget: Budget, *, transport: str = "httpx") -> None:
         self.base_url = base_url
         self.budget = budget
         # Every followed run holds a connection, so the pools must not cap them (the SDK's
