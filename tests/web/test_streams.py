@@ -122,3 +122,78 @@ def test_deleting_a_task_ends_its_stream_and_tells_the_list(web: Web) -> None:
                     break
         assert listed == ["event: removed"]
         assert client.get(task["urls"]["events"]).status_code == 404
+
+
+def test_a_stream_that_fell_behind_reads_what_it_missed_from_the_store_and_goes_on(web: Web) -> None:
+    """Overflow (a burst the client's queue could not hold) is caught up from the store, in place."""
+    with web.client(KEY) as client:
+        task = client.post("/api/tasks", json=LONG).json()["task"]
+        wait_for(lambda: has_run(web, task["id"]), 30, "the run")
+        web.engine.followers[task["id"]].stop()  # nothing else is written for the task now
+        store = web.engine.store
+        stored_task = store.get_task(task["id"])
+        assert stored_task is not None
+        catalog = web.app.state.catalog
+        subs: list[Subscription] = []
+        original_events = catalog.events
+
+        async def events_then_fall_behind(task_id: str, *, after_seq: int = 0) -> Any:
+            history = await original_events(task_id, after_seq=after_seq)
+            if not subs[0].overflowed and not getattr(subs[0], "fell", False):
+                # Right after the history is read: an event is committed whose publication this
+                # subscriber never gets (its queue was full), as a burst would do.
+                store.apply([note(stored_task, "missed_while_behind")])
+                subs[0].overflowed = True
+                subs[0].fell = True  # type: ignore[attr-defined]
+            return history
+
+        original_subscribe = web.engine.feed.subscribe
+
+        @contextmanager
+        def subscribe(**kwargs: Any) -> Iterator[Subscription]:
+            with original_subscribe(**kwargs) as sub:
+                subs.append(sub)
+                yield sub
+
+        catalog.events = events_then_fall_behind
+        web.engine.feed.subscribe = subscribe  # type: ignore[method-assign]
+        try:
+            got: list[tuple[str, str]] = []
+            with client.stream("GET", task["urls"]["events"]) as resp:
+                block: dict[str, str] = {}
+                for line in resp.iter_lines():
+                    if line:
+                        if not line.startswith(":"):
+                            name, _, value = line.partition(": ")
+                            block[name] = value
+                        continue
+                    if block:
+                        got.append((block.get("event", ""), block.get("data", "")))
+                        if '"taskdeck.missed_while_behind"' in block.get("data", ""):
+                            break
+                    block = {}
+        finally:
+            del catalog.events
+            web.engine.feed.subscribe = original_subscribe  # type: ignore[method-assign]
+        missed = [d for _, d in got if '"taskdeck.missed_while_behind"' in d]
+        assert len(missed) == 1, got
+        assert "end" not in [kind for kind, _ in got], "the stream ended instead of catching up"
+
+
+def test_a_task_list_stream_that_fell_behind_tells_the_page_to_read_its_rows_again(web: Web) -> None:
+
+    original_subscribe = web.engine.feed.subscribe
+
+    @contextmanager
+    def subscribe(**kwargs: Any) -> Iterator[Subscription]:
+        with original_subscribe(**kwargs) as sub:
+            sub.overflowed = kwargs.get("owner") is not None  # as if a burst had filled its queue
+            yield sub
+
+    web.engine.feed.subscribe = subscribe  # type: ignore[method-assign]
+    try:
+        with web.client(KEY) as client, client.stream("GET", "/api/tasks/stream") as listing:
+            first = next(line for line in listing.iter_lines() if line.startswith("event:"))
+    finally:
+        web.engine.feed.subscribe = original_subscribe  # type: ignore[method-assign]
+    assert first == "event: resync"

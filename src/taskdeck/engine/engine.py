@@ -23,15 +23,16 @@ from typing import Any, TypeVar
 
 from taskdeck.config import Settings
 from taskdeck.engine.bridge import bridge_for
-from taskdeck.engine.feed import Feed, TaskChange
-from taskdeck.engine.follower import Follower
+from taskdeck.engine.catalog import Catalog
+from taskdeck.engine.feed import Feed
+from taskdeck.engine.follower import Follower, FollowerPorts
 from taskdeck.engine.groups import OwnerGroups
 from taskdeck.engine.intake import IntakeError, key_record, new_task, validate_request
 from taskdeck.engine.ratelimit import RateBudget
 from taskdeck.engine.writer import Writer, note
 from taskdeck.models import ACTIVE_UPSTREAM, Task, TaskStatus, new_task_id
 from taskdeck.processors import get_processor
-from taskdeck.store.base import Announce, AppendEvent, FeedNote, InsertTask, PatchTask, ProcessInfo, Store
+from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, ProcessInfo, Store
 from taskdeck.store.open import open_store
 from taskdeck.store.rows import FOLLOWED
 from taskdeck.upstream.client import Upstream, UpstreamError
@@ -77,6 +78,16 @@ class Engine:
         )
         self.upstream = Upstream(settings.base_url, self.budget, transport=settings.http_transport)
         self.groups = OwnerGroups(self.store, self.upstream, self.db)
+        # What the web layer and the CLI read (and delete) through; they never hold the store.
+        self.catalog = Catalog(self.store, self.db, self.feed, self.writer, self.holder, on_delete=self._drop)
+        self._ports = FollowerPorts(
+            settings=settings,
+            writer=self.writer,
+            upstream=self.upstream,
+            groups=self.groups,
+            lease_fresh=self.lease_fresh,
+            stored_keys=lambda task_id: self.db(self.store.dedup_keys, task_id),
+        )
         # When our leases were last known renewed (monotonic); a create is only sent while they are fresh.
         self._renewed_at = time.monotonic()
         self._spend_locks: dict[str, asyncio.Lock] = {}
@@ -271,7 +282,7 @@ class Engine:
         if key is None:
             log.error("task %s has no stored API key; it cannot be followed", task.id)
             return
-        follower = Follower(self, task, key)
+        follower = Follower(self._ports, task, key)
         self.followers[task.id] = follower
         self._tasks[task.id] = asyncio.create_task(self._run_follower(follower), name=f"follow-{task.id}")
 
@@ -302,6 +313,21 @@ class Engine:
             task.cancel()
 
     # -- actions -------------------------------------------------------------------
+    def owner_of(self, api_key: str) -> str:
+        """The owner hash of a key: who its tasks belong to (the same on every process given the secret)."""
+        return self.vault.owner(api_key)
+
+    async def check_key(self, api_key: str) -> None:
+        """Prove the key works with one cheap upstream call; raises :class:`UpstreamError` when it does not.
+
+        It asks for a run id that cannot exist: a 404 proves the key works, 401/403 that it does not.
+        """
+        try:
+            await self.upstream.retrieve(self.owner_of(api_key), api_key, "trun_" + "0" * 32)
+        except UpstreamError as err:
+            if err.status != 404:
+                raise
+
     async def remember_key(self, api_key: str) -> str:
         """Store the key encrypted; return its owner hash."""
         if not api_key or not api_key.strip():
@@ -447,25 +473,6 @@ class Engine:
             raise IntakeError(409, "the task changed meanwhile; reload it")
         await self._start_follower(fresh)
         return fresh
-
-    async def delete(self, owner: str, task_id: str) -> Task:
-        """Stop following a task (in any state) and remove it with its events.
-
-        Nothing is cancelled at Parallel (it has no cancel): a run it already created goes on and is billed.
-        Another process following the task stops at its next heartbeat (its lease renewal finds no row).
-        """
-        task = await self.db(self.store.get_task, task_id)
-        if task is None or task.owner != owner:
-            raise IntakeError(404, f"No task {task_id!r} for this API key.")
-        self._drop(task.id)
-        if not await self.db(lambda: self.store.delete_task(task.id)):
-            raise IntakeError(404, f"No task {task_id!r} for this API key.")
-        log.info("task %s deleted by its owner (it was %s)", task.id, task.status.value)
-        # Tell open streams and lists at once (the row is gone, so nothing else will), here and in
-        # every other process sharing the database.
-        self.feed.publish_change(TaskChange(task.id, owner, {"deleted": True}))
-        await self.writer.commit([Announce(self.holder, (FeedNote(task.id, owner, {"deleted": True}),))])
-        return task
 
     async def forget_key(self, owner: str) -> int:
         """Erase the owner's stored key; stop following its runs here. Returns how many runs stopped being followed.

@@ -39,6 +39,12 @@ class Subscription:
     queue: asyncio.Queue[Item] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
     overflowed: bool = False
 
+    def restart(self) -> None:
+        """Empty the queue and take items again (the subscriber re-reads what it missed from the store)."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.overflowed = False
+
     def offer(self, item: Item) -> None:
         if self.overflowed:
             return

@@ -25,23 +25,22 @@ import json
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from taskdeck.config import Settings
+from taskdeck.engine.groups import OwnerGroups
 from taskdeck.engine.submitter import Stopped, Submitter
-from taskdeck.engine.writer import WriteFailed, note
+from taskdeck.engine.writer import WriteFailed, Writer, note
 from taskdeck.jsonbody import storable
 from taskdeck.models import ACTIVE_UPSTREAM, Origin, Task, TaskStatus
 from taskdeck.store.base import AppendEvent, PatchTask, Write
-from taskdeck.upstream.client import UpstreamError, betas_for
+from taskdeck.upstream.client import Upstream, UpstreamError, betas_for
 from taskdeck.upstream.sse import SseMessage
 
-if TYPE_CHECKING:
-    from taskdeck.engine.engine import Engine
-
-__all__ = ["Follower", "dedup_key"]
+__all__ = ["Follower", "FollowerPorts", "dedup_key"]
 
 log = logging.getLogger("taskdeck.follower")
 
@@ -93,11 +92,26 @@ class StreamResult:
     error: UpstreamError | None = None
 
 
+@dataclass(frozen=True)
+class FollowerPorts:
+    """All a follower may use of its process: one set, shared by every follower of an engine.
+
+    Narrow on purpose: a follower never sees the store or the engine, so either can change under it.
+    """
+
+    settings: Settings
+    writer: Writer  # every write goes through the group-committing writer
+    upstream: Upstream  # every call to Parallel (it takes the key's rate budget first)
+    groups: OwnerGroups  # the per-owner task group a create goes into
+    lease_fresh: Callable[[], bool]  # whether our leases were renewed recently enough to send a create
+    stored_keys: Callable[[str], Awaitable[set[str]]]  # the de-dup keys already stored for a task
+
+
 class Follower:
     """Supervises one task while this process holds its lease."""
 
-    def __init__(self, engine: Engine, task: Task, api_key: str) -> None:
-        self.engine = engine
+    def __init__(self, ports: FollowerPorts, task: Task, api_key: str) -> None:
+        self.ports = ports
         self.task = task
         self.api_key = api_key
         self.status = task.status
@@ -112,7 +126,7 @@ class Follower:
     # -- plumbing ----------------------------------------------------------------
     @property
     def settings(self) -> Settings:
-        return self.engine.settings
+        return self.ports.settings
 
     def stop(self) -> None:
         self._stop.set()
@@ -138,14 +152,14 @@ class Follower:
                 if ok:
                     self.seen.add(key)
 
-        await self.engine.writer.put(*writes, owner=self.task.owner, on_done=on_done)
+        await self.ports.writer.put(*writes, owner=self.task.owner, on_done=on_done)
 
     async def _commit(self, *writes: Write) -> None:
         """Commit writes that must be stored, retrying until they are (or the process stops)."""
         attempt = 0
         while True:
             try:
-                await self.engine.writer.commit(list(writes), self.task.owner)
+                await self.ports.writer.commit(list(writes), self.task.owner)
                 return
             except WriteFailed as exc:
                 attempt += 1
@@ -170,10 +184,10 @@ class Follower:
                     self.task,
                     self.api_key,
                     settings=self.settings,
-                    upstream=self.engine.upstream,
-                    groups=self.engine.groups,
-                    writer=self.engine.writer,
-                    lease_fresh=self.engine.lease_fresh,
+                    upstream=self.ports.upstream,
+                    groups=self.ports.groups,
+                    writer=self.ports.writer,
+                    lease_fresh=self.ports.lease_fresh,
                     stopping=self._stop,
                 )
                 fresh = self.status == TaskStatus.PENDING
@@ -183,7 +197,7 @@ class Follower:
                     return
                 self.task = replace(self.task, run_id=run_id)
                 self.last_status_at = time.monotonic()
-            self.seen = await self.engine.db(self.engine.store.dedup_keys, self.task.id)
+            self.seen = await self.ports.stored_keys(self.task.id)
             await self._follow()
         except Stopped:
             return
@@ -237,7 +251,7 @@ class Follower:
         # history: keep reading to the end of the stream before finishing.
         ended: dict[str, Any] | None = None
         try:
-            async with self.engine.upstream.events(
+            async with self.ports.upstream.events(
                 self.task.owner, self.api_key, run_id, self.settings.stream_read_timeout
             ) as messages:
                 await self._put(self._own("stream_connected"))
@@ -357,7 +371,7 @@ class Follower:
         assert run_id is not None
         while not self._stop.is_set():
             try:
-                result = await self.engine.upstream.result(
+                result = await self.ports.upstream.result(
                     self.task.owner, self.api_key, run_id, self.settings.result_wait, betas_for(self.task.request)
                 )
             except UpstreamError as err:
@@ -377,7 +391,7 @@ class Follower:
         run_id = self.task.run_id
         assert run_id is not None
         try:
-            run = await self.engine.upstream.retrieve(self.task.owner, self.api_key, run_id)
+            run = await self.ports.upstream.retrieve(self.task.owner, self.api_key, run_id)
         except UpstreamError as err:
             if err.status == 404:
                 await self._end_lost(err)
@@ -390,7 +404,7 @@ class Follower:
                 await self._put(self._patch(status=status.value, upstream_status=run.get("status")))
                 self.status = status
             try:
-                result = await self.engine.upstream.result(
+                result = await self.ports.upstream.result(
                     self.task.owner, self.api_key, run_id, self.settings.result_wait, betas_for(self.task.request)
                 )
             except UpstreamError:
@@ -410,7 +424,7 @@ class Follower:
             return
         self.last_status_at = time.monotonic()
         try:
-            run = await self.engine.upstream.retrieve(self.task.owner, self.api_key, run_id)
+            run = await self.ports.upstream.retrieve(self.task.owner, self.api_key, run_id)
         except UpstreamError:
             return
         status = _our_status(run.get("status"))

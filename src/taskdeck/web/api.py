@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from taskdeck.engine import Engine, TaskChange
+from taskdeck.engine.catalog import Catalog
 from taskdeck.engine.feed import Subscription
 from taskdeck.engine.intake import IntakeError, review_request
 from taskdeck.jsonbody import JsonBodyError, parse_json, text_problem
@@ -31,7 +33,7 @@ from taskdeck.web.exports import EXPORT_FORMATS, ExportFormat, export_tasks
 from taskdeck.web.sessions import Sessions, key_problem
 from taskdeck.web.views import event_view, task_csv, task_page, task_summary
 
-__all__ = ["TASK_ID", "Order", "full_task", "list_page", "own_tasks", "router"]
+__all__ = ["TASK_ID", "Order", "catalog_of", "full_task", "list_page", "own_tasks", "router"]
 
 router = APIRouter()
 PING_SECONDS = 15.0
@@ -49,6 +51,12 @@ MAX_EXPORT = 1000  # tasks per export request
 def _engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
+
+
+def catalog_of(request: Request) -> Catalog:
+    """The read service of stored tasks (the web layer never holds the store itself)."""
+    catalog: Catalog = request.app.state.catalog
+    return catalog
 
 
 def _sessions(request: Request) -> Sessions:
@@ -94,8 +102,7 @@ def _task_id(task_id: str) -> str:
 async def own_tasks(request: Request, who: Caller, task_ids: list[str]) -> list[Task]:
     """The caller's tasks of these ids, in their order (duplicates once), or 404 naming one that is not theirs."""
     ids = list(dict.fromkeys(task_ids))
-    engine = _engine(request)
-    found = {t.id: t for t in await engine.db(engine.store.get_tasks, ids)}
+    found = {t.id: t for t in await catalog_of(request).get_many(ids)}
     for task_id in ids:
         if task_id not in found or found[task_id].owner != who.owner:
             raise HTTPException(404, f"No task {task_id[:40]!r} for this API key.")
@@ -103,9 +110,8 @@ async def own_tasks(request: Request, who: Caller, task_ids: list[str]) -> list[
 
 
 async def _own_task(request: Request, who: Caller, task_id: str) -> Task:
-    engine = _engine(request)
-    task = await engine.db(engine.store.get_task, _task_id(task_id))
-    if task is None or task.owner != who.owner:
+    task = await catalog_of(request).owned(who.owner, _task_id(task_id))
+    if task is None:
         raise HTTPException(404, f"No task {task_id!r} for this API key.")
     return task
 
@@ -134,18 +140,15 @@ async def sign_in(request: Request, response: Response, body: Body) -> schemas.S
     if problem is not None:
         raise _problem(["api_key"], f"is not a Parallel API key: {problem}")
     engine = _engine(request)
-    owner = engine.vault.owner(key)
     try:
-        # A run id that cannot exist: 404 proves the key works, 401/403 that it does not.
-        await engine.upstream.retrieve(owner, key, "trun_" + "0" * 32)
+        await engine.check_key(key)
     except UpstreamError as err:
         if err.status in (401, 403):
             raise HTTPException(401, "Parallel refused this API key. Check it (copy it again) and try again.") from None
-        if err.status != 404:
-            raise HTTPException(
-                502, f"Could not reach Parallel to check the key ({err.status or 'network'}). Try again in a moment."
-            ) from None
-    await engine.remember_key(key)
+        raise HTTPException(
+            502, f"Could not reach Parallel to check the key ({err.status or 'network'}). Try again in a moment."
+        ) from None
+    owner = await engine.remember_key(key)
     token = await sessions.start(request, response, owner)
     return schemas.Session(key=mask_key(key), csrf_token=token)
 
@@ -303,22 +306,17 @@ async def list_page(
         raise _problem(["query", "processor"], f"unknown processor; one of {', '.join(PROCESSORS)}")
     if q is not None and (problem := text_problem(q)) is not None:
         raise _problem(["query", "q"], problem)
-    engine = _engine(request)
-    before = _parse_cursor(cursor)
-    names = [s.value for s in statuses] if statuses else None
-    tasks = await engine.db(
-        lambda: engine.store.list_tasks(
-            who.owner,
-            statuses=names,
-            processor=processor,
-            text=q or None,
-            limit=limit + 1,
-            before=before,
-            oldest_first=order == "oldest",
-        )
+    page = await catalog_of(request).page(
+        who.owner,
+        statuses=[s.value for s in statuses] if statuses else None,
+        processor=processor,
+        text=q or None,
+        limit=limit,
+        before=_parse_cursor(cursor),
+        oldest_first=order == "oldest",
     )
-    page, more = tasks[:limit], len(tasks) > limit
-    return page, f"{page[-1].created_at!r}:{page[-1].id}" if more and page else None
+    after = page.next_before
+    return page.tasks, None if after is None else f"{after[0]!r}:{after[1]}"
 
 
 def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
@@ -333,19 +331,23 @@ def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
 @router.get("/api/tasks/stream", tags=["tasks"], response_class=StreamingResponse, responses=ERRORS)
 async def tasks_stream(request: Request, who: Auth) -> StreamingResponse:
     """Server-Sent Events of the key's task list: a ``task`` event with the row whenever a task changes,
-    a ``removed`` event (``{"id"}``) when one is deleted."""
-    engine = _engine(request)
+    a ``removed`` event (``{"id"}``) when one is deleted, a ``resync`` event when changes were too many
+    to send one by one (read the list again)."""
+    catalog = catalog_of(request)
     sessions = _sessions(request)
 
     async def changes() -> AsyncIterator[str]:
-        with engine.feed.subscribe(owner=who.owner) as sub, sessions.watch(who.session, who.owner) as ended:
+        with catalog.watch(owner=who.owner) as sub, sessions.watch(who.session, who.owner) as ended:
             async for item in _feed(request, sub, ended, lambda: sessions.still_valid(who.session)):
                 if item is None:
                     yield ": ping\n\n"
+                elif item is BEHIND:
+                    # Changes were missed (too many at once for this client): the page reads its rows again.
+                    yield "event: resync\ndata: {}\n\n"
                 elif isinstance(item, TaskChange) and item.changes.get("deleted"):
                     yield f"event: removed\ndata: {json.dumps({'id': item.task_id})}\n\n"
                 elif isinstance(item, TaskChange) and ("status" in item.changes or "progress_meter" in item.changes):
-                    task = await engine.db(engine.store.get_task, item.task_id)
+                    task = await catalog.get(item.task_id)
                     if task is not None:
                         yield f"event: task\ndata: {json.dumps(task_summary(task), separators=(',', ':'))}\n\n"
 
@@ -371,7 +373,7 @@ async def delete_task(request: Request, who: Auth, task_id: str) -> Response:
 
     Parallel has no cancel: a run it already created goes on and is billed.
     """
-    await _engine(request).delete(who.owner, _task_id(task_id))
+    await catalog_of(request).delete(who.owner, _task_id(task_id))
     return Response(status_code=204)
 
 
@@ -397,11 +399,9 @@ async def task_json(request: Request, who: Auth, task_id: str) -> Response:
 
 async def full_task(request: Request, task: Task) -> dict[str, Any]:
     """The task page's data: the task, its events and follow-ups (built off the event loop)."""
-    engine = _engine(request)
-    events = await engine.db(engine.store.events, task.id)
-    follow_ups = await engine.db(
-        lambda: engine.store.list_tasks(task.owner, follow_up_of=task.id, limit=200, oldest_first=True)
-    )
+    catalog = catalog_of(request)
+    events = await catalog.events(task.id)
+    follow_ups = await catalog.follow_ups(task)
     return await asyncio.to_thread(task_page, task, events, follow_ups)
 
 
@@ -439,17 +439,29 @@ async def task_events(
     )
 
 
+class _Behind:
+    """The subscriber fell behind: items were dropped, and what they said must be read from the store."""
+
+
+BEHIND = _Behind()
+
+
 async def _feed(
     request: Request, sub: Subscription, ended: asyncio.Event, still_valid: Callable[[], Awaitable[bool]]
-) -> AsyncIterator[Event | TaskChange | None]:
+) -> AsyncGenerator[Event | TaskChange | _Behind | None, None]:
     """A subscription's items as they come; None whenever it is quiet for PING_SECONDS (time to ping).
 
-    Stops when the session ends (``ended``, or found gone at a ping), when the server shuts down,
-    or when the subscriber fell too far behind (the client reconnects with Last-Event-ID and
-    reads the rest from the store).
+    When the subscriber fell behind (its queue overflowed, so the writer never waits for a slow
+    reader), the queue starts afresh and ``BEHIND`` is yielded: the caller re-reads from the store
+    what it missed, and later items it already has are skipped by their per-task sequence.
+    Stops when the session ends (``ended``, or found gone at a ping) or when the server shuts down.
     """
     closing: asyncio.Event = request.app.state.closing
-    while not sub.overflowed:
+    while True:
+        if sub.overflowed:
+            sub.restart()
+            yield BEHIND
+            continue
         if not sub.queue.empty():
             yield sub.queue.get_nowait()
             continue
@@ -483,34 +495,43 @@ def _frame(event: Event) -> str:
 
 
 async def _event_stream(request: Request, who: Caller, task_id: str, after: int) -> AsyncIterator[str]:
-    engine = _engine(request)
+    catalog = catalog_of(request)
     sessions = _sessions(request)
+    last = after
     # Subscribe first, then read the task and its history: a change committed in between is then
-    # both in what we read and in the queue (skipped by seq), never in neither.
-    with engine.feed.subscribe(task_id=task_id) as sub, sessions.watch(who.session, who.owner) as ended:
-        task = await engine.db(engine.store.get_task, task_id)
-        last = after
-        for event in await engine.db(lambda: engine.store.events(task_id, after_seq=after)):
-            last = event.seq
-            yield _frame(event)
-        if task is None or task.status.is_terminal:
-            yield "event: end\ndata: {}\n\n"
-            return
-        # The status now: it may have changed between the page's render and this subscription.
-        yield f"event: status\ndata: {json.dumps({'status': task.status.value})}\n\n"
-        async for item in _feed(request, sub, ended, lambda: sessions.still_valid(who.session)):
-            if item is None:
-                yield ": ping\n\n"
-            elif isinstance(item, Event):
-                if item.seq > last:
-                    last = item.seq
-                    yield _frame(item)
-            elif isinstance(item, TaskChange):
-                status = item.changes.get("status")
-                if item.changes.get("deleted") or (isinstance(status, str) and TaskStatus(status).is_terminal):
-                    yield "event: end\ndata: {}\n\n"
+    # both in what we read and in the queue (skipped by seq), never in neither. The same read
+    # runs again whenever the subscriber fell behind.
+    with catalog.watch(task_id=task_id) as sub, sessions.watch(who.session, who.owner) as ended:
+        feed = _feed(request, sub, ended, lambda: sessions.still_valid(who.session))
+        async with aclosing(feed) as items:
+            item: Event | TaskChange | _Behind | None = BEHIND
+            while True:
+                if item is BEHIND:
+                    task = await catalog.get(task_id)
+                    for event in await catalog.events(task_id, after_seq=last):
+                        last = event.seq
+                        yield _frame(event)
+                    if task is None or task.status.is_terminal:
+                        yield "event: end\ndata: {}\n\n"
+                        return
+                    # The status now: it may have changed since the page's render (or what was missed).
+                    yield f"event: status\ndata: {json.dumps({'status': task.status.value})}\n\n"
+                elif item is None:
+                    yield ": ping\n\n"
+                elif isinstance(item, Event):
+                    if item.seq > last:
+                        last = item.seq
+                        yield _frame(item)
+                elif isinstance(item, TaskChange):
+                    status = item.changes.get("status")
+                    if item.changes.get("deleted") or (isinstance(status, str) and TaskStatus(status).is_terminal):
+                        yield "event: end\ndata: {}\n\n"
+                        return
+                    if isinstance(status, str):
+                        # Taskdeck's own status (queued → running …), which upstream state events only
+                        # give at the start and the end of a run.
+                        yield f"event: status\ndata: {json.dumps({'status': status})}\n\n"
+                try:
+                    item = await anext(items)
+                except StopAsyncIteration:
                     return
-                if isinstance(status, str):
-                    # Taskdeck's own status (queued → running …), which upstream state events only
-                    # give at the start and the end of a run.
-                    yield f"event: status\ndata: {json.dumps({'status': status})}\n\n"

@@ -81,7 +81,9 @@ def create_app(settings: Settings, *, demo: bool = False, follow: bool = True) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = Engine(settings, follow=follow)
         await engine.start()
-        app.state.engine = engine
+        app.state.engine = engine  # commands: submit, track, resubmit, keys
+        app.state.catalog = engine.catalog  # reads of stored tasks, and delete
+        # Sessions keep their own table; they get the store and the vault's secrets at composition, here.
         app.state.sessions = Sessions(engine.store, engine.db, engine.vault, settings)
         try:
             yield

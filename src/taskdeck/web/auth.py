@@ -46,7 +46,7 @@ async def optional_caller(request: Request) -> Caller | None:
         problem = key_problem(key)
         if problem is not None:
             raise HTTPException(401, f"The x-api-key header does not hold a Parallel API key: {problem}.")
-        return Caller(engine.vault.owner(key), key)
+        return Caller(engine.owner_of(key), key)
     sessions = _sessions(request)
     token = sessions.cookie(request)
     if not token:

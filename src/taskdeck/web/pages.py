@@ -19,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 from taskdeck.models import TaskStatus
 from taskdeck.processors import PROCESSORS
 from taskdeck.vault import mask_key
-from taskdeck.web.api import TASK_ID, Order, full_task, list_page, own_tasks
+from taskdeck.web.api import TASK_ID, Order, catalog_of, full_task, list_page, own_tasks
 from taskdeck.web.assets import asset_url
 from taskdeck.web.auth import Caller, optional_caller
 from taskdeck.web.sessions import Sessions
@@ -93,11 +93,11 @@ async def _home_data(
     }
     if who is None:
         return data
-    engine = request.app.state.engine
+    catalog = catalog_of(request)
     page, next_cursor = await list_page(
         request, who, statuses=status, processor=processor, q=q, cursor=cursor, limit=PAGE_SIZE, order=order
     )
-    counts: dict[str, int] = await engine.db(lambda: engine.store.count_tasks(who.owner, processor=processor))
+    counts = await catalog.counts(who.owner, processor=processor)
     data.update(
         counts=counts,
         total=sum(counts.values()),
@@ -105,8 +105,8 @@ async def _home_data(
         next_cursor=next_cursor,
     )
     if from_task is not None:
-        source = await engine.db(engine.store.get_task, from_task) if TASK_ID.fullmatch(from_task) else None
-        if source is None or source.owner != who.owner:
+        source = await catalog.owned(who.owner, from_task) if TASK_ID.fullmatch(from_task) else None
+        if source is None:
             raise HTTPException(404, f"No task {from_task[:40]!r} for this API key.")
         data["prefill"] = {"task_id": source.id, "request": source.request, "input_preview": source.input_preview()}
     return data
@@ -195,9 +195,8 @@ async def task_html(request: Request, task_id: str) -> Response:
     who = await optional_caller(request)
     if who is None:
         return _sign_in_first(request)
-    engine = request.app.state.engine
-    task = await engine.db(engine.store.get_task, task_id) if TASK_ID.fullmatch(task_id) else None
-    if task is None or task.owner != who.owner:
+    task = await catalog_of(request).owned(who.owner, task_id) if TASK_ID.fullmatch(task_id) else None
+    if task is None:
         return _not_found(request, who, f"There is no task {task_id[:40]!r} for this API key.")
     data = await full_task(request, task)
     title = (task.input_preview() or task.id)[:80]

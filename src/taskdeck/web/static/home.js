@@ -289,6 +289,14 @@ function watchTasks() {
     else if (matchesFilters(t)) { body.prepend(row(t)); data.tasks.unshift(t); $("empty").hidden = true; }
     refreshCounts();
   });
+  // The server could not send every change one by one (a burst this page fell behind on): read the page again.
+  source.addEventListener("resync", async () => {
+    try {
+      const fresh = await api("GET", `/index.json${location.search}`);
+      Object.assign(data, { tasks: fresh.tasks, counts: fresh.counts, total: fresh.total, next_cursor: fresh.next_cursor });
+      renderList();
+    } catch (e) { /* the next change brings the rows it concerns */ }
+  });
   source.addEventListener("removed", (e) => {
     const { id } = JSON.parse(e.data);
     const old = document.querySelector(`#tasks tbody tr[data-id="${CSS.escape(id)}"]`);
