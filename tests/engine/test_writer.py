@@ -119,3 +119,23 @@ async def test_a_transient_failure_of_one_batch_still_commits_its_units_one_by_o
     assert all(failing.get_task(t.id) is not None for t in tasks)
     await writer.close()
     failing.close()
+
+
+async def test_a_batch_announces_each_task_once_with_its_newest_small_changes(store: SqliteStore) -> None:
+    """Other processes hear one note per task per batch; a value too big to announce hides older ones."""
+    task = make_task()
+    store.apply([InsertTask(task)])
+    writer = Writer(store, Feed(), batch=100, holder="me")
+    head = store.feed_last_id()
+    # Queued before the writer runs, so the four units share one transaction.
+    await writer.put(event(task.id, "k1"), PatchTask(task.id, {"status": "running", "progress_meter": 10}))
+    await writer.put(event(task.id, "k2"), PatchTask(task.id, {"progress_meter": 20}))
+    await writer.put(PatchTask(task.id, {"status": "x" * 500}))  # too big to announce: left to a read of the row
+    await writer.put(PatchTask(task.id, {"last_event_at": 5.0}))
+    writer.start()
+    await writer.drain()
+    await writer.close()
+    notes = [n for _, holder, n in store.feed_after(head) if holder == "me" and n.task_id == task.id]
+    assert len(notes) == 1
+    assert notes[0].changes == {"progress_meter": 20, "last_event_at": 5.0}
+    assert (notes[0].first_seq, notes[0].last_seq) == (1, 2)

@@ -80,6 +80,11 @@ class Feed:
                 if not table[key]:
                     del table[key]
 
+    @property
+    def idle(self) -> bool:
+        """Whether nobody subscribes to anything (then publishing can be skipped altogether)."""
+        return not (self._all or self._by_task or self._by_owner)
+
     def wants_events_of(self, task_id: str, owner: str) -> bool:
         """Whether any subscriber here would receive events of this task (else nobody need read them)."""
         return bool(self._all) or task_id in self._by_task or owner in self._by_owner

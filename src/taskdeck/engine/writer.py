@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,6 +63,10 @@ class WriteFailed(RuntimeError):
     """A unit of writes could not be committed; nothing of it was stored."""
 
 
+# Units queued at most before a caller waits for room.
+INBOX_LIMIT = 200_000
+
+
 @dataclass(slots=True)
 class _Unit:
     writes: tuple[Write, ...]
@@ -80,7 +85,13 @@ class Writer:
         # database (engine/bridge.py), in the same transaction.
         self.holder = holder
         self.batch = batch
-        self._queue: asyncio.Queue[_Unit] = asyncio.Queue(maxsize=200_000)
+        # The inbox: a deque and two wake-ups rather than an asyncio.Queue, whose per-item bookkeeping
+        # was a measurable part of the event loop's work per event (bench engine-ingest). Bounded: a
+        # caller waits for room once ``INBOX_LIMIT`` units are queued, so memory stays bounded too.
+        self._inbox: deque[_Unit] = deque()
+        self._wake: asyncio.Future[None] | None = None  # set while the writer waits for work
+        self._room = asyncio.Event()
+        self._room.set()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskdeck-writer")
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -92,8 +103,25 @@ class Writer:
 
     async def put(self, *writes: Write, owner: str = "", on_done: Callable[[bool], None] | None = None) -> None:
         """Enqueue one unit; it is committed soon, with others. ``on_done(ok)`` runs once it is decided."""
-        if writes or on_done is not None:
-            await self._queue.put(_Unit(tuple(writes), owner, None, on_done))
+        if not writes and on_done is None:
+            return
+        # _enqueue inlined: this runs once per event, and a second coroutine per call was measurable.
+        while len(self._inbox) >= INBOX_LIMIT:
+            self._room.clear()
+            await self._room.wait()
+        self._inbox.append(_Unit(writes, owner, None, on_done))
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _enqueue(self, unit: _Unit) -> None:
+        while len(self._inbox) >= INBOX_LIMIT:
+            self._room.clear()
+            await self._room.wait()
+        self._inbox.append(unit)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     async def commit(self, writes: Sequence[Write], owner: str = "") -> None:
         """Enqueue one unit and wait until it (and everything before it) is decided.
@@ -101,18 +129,29 @@ class Writer:
         Raises :class:`WriteFailed` when this unit could not be committed.
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Unit(tuple(writes), owner, done))
+        await self._enqueue(_Unit(tuple(writes), owner, done))
         await done
+
+    async def _next_units(self) -> list[_Unit]:
+        """Wait for at least one unit, then take units up to ``batch`` writes."""
+        while not self._inbox:
+            self._wake = asyncio.get_running_loop().create_future()
+            await self._wake
+        inbox = self._inbox
+        units = [inbox.popleft()]
+        size = len(units[0].writes)
+        while size < self.batch and inbox:
+            unit = inbox.popleft()
+            units.append(unit)
+            size += len(unit.writes)
+        if len(inbox) < INBOX_LIMIT:
+            self._room.set()
+        return units
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            units = [await self._queue.get()]
-            size = len(units[0].writes)
-            while size < self.batch and not self._queue.empty():
-                unit = self._queue.get_nowait()
-                units.append(unit)
-                size += len(unit.writes)
+            units = await self._next_units()
             writes = [w for u in units for w in u.writes]
             writes += self._announce(units)
             try:
@@ -154,11 +193,12 @@ class Writer:
                 if isinstance(write, AppendEvent):
                     notes.setdefault(write.task_id, (write.owner or unit.owner, {}))
                 elif isinstance(write, PatchTask):
-                    changes = notes.setdefault(write.task_id, (unit.owner, {}))[1]
-                    changes.update(small_changes(write.changes))
+                    notes.setdefault(write.task_id, (unit.owner, {}))[1].update(write.changes)
         if not notes:
             return []
-        return [Announce(self.holder, tuple(FeedNote(t, o, c) for t, (o, c) in notes.items()))]
+        # Filtered once per task, on the merged changes (a batch often holds one patch per event of a
+        # task): a value too big to announce is left to a read of the row, never replaced by an older one.
+        return [Announce(self.holder, tuple(FeedNote(t, o, small_changes(c)) for t, (o, c) in notes.items()))]
 
     def _succeed(self, unit: _Unit) -> None:
         if unit.on_done is not None:
@@ -176,6 +216,8 @@ class Writer:
             unit.future.set_exception(WriteFailed(f"{type(exc).__name__}: {exc}"))
 
     def _publish(self, units: list[_Unit], inserted: list[Event]) -> None:
+        if self.feed.idle:
+            return  # nobody here watches anything (a worker with no browser): no item to build
         owners = {
             w.task_id: unit.owner
             for unit in units
