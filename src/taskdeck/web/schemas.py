@@ -189,6 +189,7 @@ class EventView(BaseModel):
 class TaskPage(TaskSummary):
     """Everything about one task."""
 
+    price_usd: float | None = Field(description="What the run costs once Parallel created it (the processor's price)")
     interaction_id: str | None
     upstream_status: str | None
     request: dict[str, Any]

@@ -89,6 +89,8 @@ def task_page(task: Task, events: list[Event], follow_ups: list[Task] | None = N
     """Everything about one task: the request sent, the run, the result, and the whole event history."""
     return {
         **task_summary(task),
+        # What the run costs once created: the page shows it as soon as the run is (live, by its event).
+        "price_usd": task.cost_usd,
         "interaction_id": task.interaction_id,
         "upstream_status": task.upstream_status,
         "request": task.request,

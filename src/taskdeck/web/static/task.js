@@ -89,10 +89,18 @@ function setStats(data) {
   $("sources").replaceChildren(...(stats.sources_read_sample || []).map((u) => h("li", {}, link(u))));
 }
 
+// The run was created while the page was open: its id, its cost, and a delete that warns it is billed.
+function showRun(runId) {
+  task.run_id = runId;
+  $("run-id").textContent = runId;
+  $("copy-run").hidden = false;
+  if (task.price_usd !== null && task.price_usd !== undefined) $("cost").textContent = money(task.price_usd);
+}
+
 function absorb(ev) {
   if (ev.type.startsWith("task_run.progress_msg.")) addMessage(ev);
   else if (ev.type === "task_run.progress_stats" && ev.data) setStats(ev.data);
-  else if (ev.type === "taskdeck.submitted" && ev.data) $("run-id").textContent = ev.data.run_id;
+  else if (ev.type === "taskdeck.submitted" && ev.data && ev.data.run_id) showRun(ev.data.run_id);
   // Upstream state events only mark the start and the end of a run; the badge shows Taskdeck's
   // own status, which the stream sends as `status` events.
 }
