@@ -12,7 +12,8 @@ The same :class:`~taskdeck.store.base.Store` as SQLite, with what PostgreSQL doe
   not race.
 
 psycopg 3 with a connection pool (chosen by measurement, see ``bench/pg_driver.py``): the store
-interface is synchronous and runs in worker threads, as SQLite's does.
+interface is synchronous and runs in worker threads, as SQLite's does. The statements are named
+blocks in ``sql/postgres.sql`` (looked up by name in ``Q``; see ``queries.py``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from taskdeck.store.base import (
     Write,
     filled_notes,
 )
+from taskdeck.store.queries import load
 from taskdeck.store.rows import (
     FOLLOWED,
     JSON_COLUMNS,
@@ -54,6 +56,8 @@ from taskdeck.store.rows import (
 )
 
 __all__ = ["FEED_CHANNEL", "PostgresStore"]
+
+Q = load("postgres.sql")
 
 _REAL = {
     "created_at",
@@ -69,8 +73,19 @@ _REAL = {
 COLUMN_TYPES = {c: "double precision" if c in _REAL else "text" for c in TASK_COLUMNS}
 MIGRATION_LOCK = 0x7A5D_0001  # pg_advisory_xact_lock key: one migrating process at a time
 FEED_CHANNEL = "taskdeck_feed"  # LISTEN/NOTIFY channel of the cross-process live feed
-COPY_EVENTS = "COPY events (task_id, seq, type, origin, data, received_at, upstream_ts, dedup_key) FROM STDIN"
 NOTIFY_BUDGET = 7000  # bytes of notes per payload (PostgreSQL's limit is 8,000)
+# A constant template, filled once.
+_INSERT_TASK = Q["insert_task"].format(columns=", ".join(TASK_COLUMNS), marks=",".join(["%s"] * len(TASK_COLUMNS)))
+
+
+def _columns(cols: Sequence[str]) -> str:
+    """``, column`` for each column: the tail of an ``AS v(id, …)`` list."""
+    return "".join(f", {c}" for c in cols)
+
+
+def _arrays(cols: Sequence[str]) -> str:
+    """``, %b::type[]`` for each column: one array parameter per column, for ``unnest``."""
+    return "".join(f", %b::{COLUMN_TYPES[c]}[]" for c in cols)
 
 
 def _check_columns(changes: dict[str, Any]) -> None:
@@ -126,17 +141,14 @@ class PostgresStore:
         """Apply every migration not applied yet, under an advisory lock; return the versions applied now."""
         applied_now = []
         with self._tx() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
-            )
-            done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
+            conn.execute(Q["migration_lock"], (MIGRATION_LOCK,))
+            conn.execute(Q["create_schema_migrations"])
+            done = {r["version"] for r in conn.execute(Q["applied_migrations"])}
             for version, sql in migration_files("migrations_pg"):
                 if version in done:
                     continue
                 conn.execute(sql.encode())  # a whole file: psycopg sends it as one simple query
-                conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, time.time()))
+                conn.execute(Q["record_migration"], (version, time.time()))
                 applied_now.append(version)
         return applied_now
 
@@ -149,7 +161,7 @@ class PostgresStore:
             # between the writer and a heartbeat once cost leases, and then doubled streams).
             touched = sorted({w.task_id for w in writes if isinstance(w, AppendEvent | PatchTask)})
             if touched:
-                conn.execute("SELECT id FROM tasks WHERE id = ANY(%b) ORDER BY id FOR UPDATE", (touched,))
+                conn.execute(Q["lock_tasks"], (touched,))
             for item in gather(writes):
                 if isinstance(item, Gathered):
                     if item.events:
@@ -161,19 +173,11 @@ class PostgresStore:
                 elif isinstance(item, InsertTask):
                     self._insert_task(conn, item.task)
                 elif isinstance(item, AdvanceGroupCursor):
-                    conn.execute(
-                        "UPDATE owner_groups SET run_cursor = %s WHERE owner = %s AND taskgroup_id = %s",
-                        (item.run_cursor, item.owner, item.taskgroup_id),
-                    )
+                    conn.execute(Q["advance_group_cursor"], (item.run_cursor, item.owner, item.taskgroup_id))
                 elif isinstance(item, Announce):
                     self._announce(conn, item, inserted)
                 elif isinstance(item, PutKey):
-                    conn.execute(
-                        "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) "
-                        "VALUES (%s,%s,%s,%s,%s) ON CONFLICT (owner) DO UPDATE SET "
-                        "ciphertext=excluded.ciphertext, last4=excluded.last4, updated_at=excluded.updated_at",
-                        (item.owner, item.ciphertext, item.last4, item.at, item.at),
-                    )
+                    conn.execute(Q["put_key"], (item.owner, item.ciphertext, item.last4, item.at, item.at))
         return inserted
 
     def _append(
@@ -197,13 +201,8 @@ class PostgresStore:
             columns: list[list[Any]] = [ids, [counts[i] for i in ids]]
             for col in cols:
                 columns.append([to_json(taken[i][col]) if col in JSON_COLUMNS else taken[i][col] for i in ids])
-            types = ["text", "bigint", *(COLUMN_TYPES[c] for c in cols)]
-            sets = ["event_seq = tasks.event_seq + v.n", *(f"{c} = v.{c}" for c in cols)]
-            sql = (
-                f"UPDATE tasks SET {', '.join(sets)} FROM unnest({', '.join(f'%b::{t}[]' for t in types)}) "
-                f"AS v(id, n{''.join(f', {c}' for c in cols)}) WHERE tasks.id = v.id "
-                "RETURNING tasks.id, tasks.event_seq"
-            )
+            sets = "".join(f", {c} = v.{c}" for c in cols)
+            sql = Q["number_events"].format(sets=sets, arrays=_arrays(cols), columns=_columns(cols))
             for got in conn.execute(sql.encode(), columns).fetchall():
                 last[got["id"]] = got["event_seq"] - counts[got["id"]]
         numbered: list[tuple[int, AppendEvent]] = []
@@ -218,30 +217,24 @@ class PostgresStore:
         # in, inside a savepoint. A duplicate (a replay after a takeover) fails the COPY, and the batch
         # goes in again with INSERT … ON CONFLICT DO NOTHING, which skips it and reports the rest.
         try:
-            with conn.transaction(), conn.cursor() as cur:
-                copy_sql = (
-                    "COPY events (task_id, seq, type, origin, data, received_at, upstream_ts, dedup_key) FROM STDIN"
-                )
-                with cur.copy(copy_sql) as copy:
-                    for seq, ev in numbered:
-                        copy.write_row(
-                            (
-                                ev.task_id,
-                                seq,
-                                ev.type,
-                                ev.origin.value,
-                                ev.data,
-                                ev.received_at,
-                                ev.upstream_ts,
-                                ev.dedup_key,
-                            )
+            with conn.transaction(), conn.cursor() as cur, cur.copy(Q["copy_events"]) as copy:
+                for seq, ev in numbered:
+                    copy.write_row(
+                        (
+                            ev.task_id,
+                            seq,
+                            ev.type,
+                            ev.origin.value,
+                            ev.data,
+                            ev.received_at,
+                            ev.upstream_ts,
+                            ev.dedup_key,
                         )
+                    )
             kept = None
         except psycopg.errors.UniqueViolation:
             stored = conn.execute(
-                "INSERT INTO events (task_id, seq, type, origin, data, received_at, upstream_ts, dedup_key) "
-                "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[], "
-                "%b::double precision[], %b::text[], %b::text[]) ON CONFLICT DO NOTHING RETURNING task_id, seq",
+                Q["insert_events"],
                 (
                     [r.task_id for _, r in numbered],
                     [s for s, _ in numbered],
@@ -278,7 +271,7 @@ class PostgresStore:
             payloads.append(head + ",".join(items) + "]}")
         if payloads:
             with conn.cursor() as cur:
-                cur.executemany("SELECT pg_notify(%s, %s)", [(FEED_CHANNEL, p) for p in payloads])
+                cur.executemany(Q["notify"], [(FEED_CHANNEL, p) for p in payloads])
 
     def _patch_many(self, conn: psycopg.Connection[dict[str, Any]], patches: dict[str, dict[str, Any]]) -> None:
         """Unguarded patches, grouped by the columns they set: one UPDATE … FROM unnest per shape
@@ -296,12 +289,8 @@ class PostgresStore:
             )
         for cols, rows in shapes.items():
             arrays = [list(column) for column in zip(*rows, strict=True)]
-            types = ["text", *(COLUMN_TYPES[c] for c in cols)]
-            sql = (
-                f"UPDATE tasks SET {', '.join(f'{c} = v.{c}' for c in cols)} "
-                f"FROM unnest({', '.join(f'%b::{t}[]' for t in types)}) AS v(id, {', '.join(cols)}) "
-                "WHERE tasks.id = v.id"
-            )
+            sets = ", ".join(f"{c} = v.{c}" for c in cols)
+            sql = Q["patch_tasks"].format(sets=sets, arrays=_arrays(cols), columns=_columns(cols))
             conn.execute(sql.encode(), arrays)
 
     def _patch(self, conn: psycopg.Connection[dict[str, Any]], patch: PatchTask) -> None:
@@ -314,47 +303,44 @@ class PostgresStore:
                 raise ValueError(f"unknown task column {key!r}")
             cols.append(f"{key} = %s")
             values.append(to_json(value) if key in JSON_COLUMNS else value)
-        sql = f"UPDATE tasks SET {', '.join(cols)} WHERE id = %s"
         values.append(patch.task_id)
+        guard = ""
         if patch.only_if_status:
-            sql += " AND status = ANY(%s)"
+            guard = Q["and_status_in"]
             values.append([s.value for s in patch.only_if_status])
-        conn.execute(sql.encode(), values)
+        conn.execute(Q["patch_task"].format(sets=", ".join(cols), guard=guard).encode(), values)
 
     def _insert_task(self, conn: psycopg.Connection[dict[str, Any]], task: Task) -> None:
         values = []
         for col in TASK_COLUMNS:
             value = getattr(task, col)
             values.append(to_json(value) if col in JSON_COLUMNS else value)
-        conn.execute(
-            f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ({','.join(['%s'] * len(TASK_COLUMNS))})".encode(),
-            values,
-        )
+        conn.execute(_INSERT_TASK.encode(), values)
 
     # -- reads -------------------------------------------------------------------
     def get_task(self, task_id: str) -> Task | None:
-        row = self._one("SELECT * FROM tasks WHERE id = %s", (task_id,))
+        row = self._one(Q["get_task"], (task_id,))
         return None if row is None else task_from_row(row)
 
     def get_task_by_run(self, run_id: str) -> Task | None:
-        row = self._one("SELECT * FROM tasks WHERE run_id = %s", (run_id,))
+        row = self._one(Q["get_task_by_run"], (run_id,))
         return None if row is None else task_from_row(row)
 
     def delete_task(self, task_id: str, *, only_if_status: Sequence[str] | None = None) -> bool:
-        guard = "" if only_if_status is None else " AND status = ANY(%s)"
+        guard = "" if only_if_status is None else Q["and_status_in"]
         params: list[Any] = [task_id] if only_if_status is None else [task_id, list(only_if_status)]
         with self._tx() as conn:
             # The task row first: this waits for any batch holding it (numbering its events); the
             # events statement then sees that batch's events too (READ COMMITTED: a new snapshot).
-            gone = conn.execute(f"DELETE FROM tasks WHERE id = %s{guard}".encode(), params).rowcount
+            gone = conn.execute(Q["delete_task"].format(guard=guard).encode(), params).rowcount
             if gone:
-                conn.execute("DELETE FROM events WHERE task_id = %s", (task_id,))
+                conn.execute(Q["delete_task_events"], (task_id,))
         return gone > 0
 
     def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
         if not task_ids:
             return []
-        return [task_from_row(r) for r in self._all("SELECT * FROM tasks WHERE id = ANY(%s)", (list(task_ids),))]
+        return [task_from_row(r) for r in self._all(Q["get_tasks"], (list(task_ids),))]
 
     def list_tasks(
         self,
@@ -368,134 +354,116 @@ class PostgresStore:
         oldest_first: bool = False,
         follow_up_of: str | None = None,
     ) -> list[Task]:
-        sql = "SELECT * FROM tasks WHERE owner = %s"
+        filters: list[str] = []
         params: list[Any] = [owner]
         if follow_up_of is not None:
-            sql += " AND follow_up_of = %s"
+            filters.append(Q["and_follow_up_of"])
             params.append(follow_up_of)
         if statuses:
-            sql += " AND status = ANY(%s)"
+            filters.append(Q["and_status_in"])
             params.append(list(statuses))
         if processor:
-            sql += " AND processor = %s"
+            filters.append(Q["and_processor"])
             params.append(processor)
         if text:
             escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            sql += " AND (request LIKE %s ESCAPE '\\' OR run_id = %s OR id = %s)"
+            filters.append(Q["and_text"])
             params += [f"%{escaped}%", text, text]
+        # ``before`` is the cursor: the last task of the previous page, in the order asked for.
         if before is not None:
-            sql += " AND (created_at, id) > (%s, %s)" if oldest_first else " AND (created_at, id) < (%s, %s)"
+            filters.append(Q["and_after_cursor"] if oldest_first else Q["and_before_cursor"])
             params += list(before)
         order = "ASC" if oldest_first else "DESC"
-        sql += f" ORDER BY created_at {order}, id {order} LIMIT %s"
+        sql = Q["list_tasks"].format(filters=" ".join(filters), order=order)
         params.append(limit)
         return [task_from_row(r) for r in self._all(sql.encode(), params)]
 
     def events(self, task_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
-        sql = "SELECT * FROM events WHERE task_id = %s AND seq > %s ORDER BY seq"
         params: list[Any] = [task_id, after_seq]
         if limit is not None:
-            sql += " LIMIT %s"
             params.append(limit)
+        sql = Q["events"].format(limit="" if limit is None else Q["limit"])
         return [event_from_row(r) for r in self._all(sql.encode(), params)]
 
     def dedup_keys(self, task_id: str) -> set[str]:
-        rows = self._all("SELECT dedup_key FROM events WHERE task_id = %s AND dedup_key IS NOT NULL", (task_id,))
+        rows = self._all(Q["dedup_keys"], (task_id,))
         return {r["dedup_key"] for r in rows}
 
     def get_key(self, owner: str) -> bytes | None:
-        row = self._one("SELECT ciphertext FROM api_keys WHERE owner = %s", (owner,))
+        row = self._one(Q["get_key"], (owner,))
         # A forgotten key keeps its row (tasks reference the owner) with an empty ciphertext.
         return None if row is None or not row["ciphertext"] else bytes(row["ciphertext"])
 
     def forget_key(self, owner: str) -> bool:
         with self._tx() as conn:
-            changed = conn.execute(
-                "UPDATE api_keys SET ciphertext = '\\x'::bytea, last4 = '', updated_at = %s "
-                "WHERE owner = %s AND length(ciphertext) > 0",
-                (time.time(), owner),
-            ).rowcount
+            changed = conn.execute(Q["forget_key"], (time.time(), owner)).rowcount
         return changed > 0
 
     def owners_with_keys(self, owners: Sequence[str]) -> set[str]:
         ids = list(dict.fromkeys(owners))
-        rows = self._all("SELECT owner FROM api_keys WHERE length(ciphertext) > 0 AND owner = ANY(%s)", (ids,))
+        rows = self._all(Q["owners_with_keys"], (ids,))
         return {r["owner"] for r in rows}
 
     def spent_since(self, owner: str, since: float) -> float:
-        row = self._one(
-            "SELECT COALESCE(SUM(cost_usd), 0) AS spent FROM tasks WHERE owner = %s AND created_at >= %s "
-            "AND status != %s",
-            (owner, since, TaskStatus.REJECTED.value),
-        )
+        row = self._one(Q["spent_since"], (owner, since, TaskStatus.REJECTED.value))
         return float(row["spent"]) if row else 0.0
 
     def count_tasks(
         self, owner: str | None = None, *, processor: str | None = None, statuses: Sequence[str] | None = None
     ) -> dict[str, int]:
-        sql = "SELECT status, COUNT(*) AS n FROM tasks WHERE TRUE"
+        filters: list[str] = []
         params: list[Any] = []
         if owner is not None:
-            sql += " AND owner = %s"
+            filters.append(Q["and_owner"])
             params.append(owner)
         if processor is not None:
-            sql += " AND processor = %s"
+            filters.append(Q["and_processor"])
             params.append(processor)
         if statuses is not None:
-            sql += " AND status = ANY(%s)"
+            filters.append(Q["and_status_in"])
             params.append(list(statuses))
-        return {r["status"]: int(r["n"]) for r in self._all((sql + " GROUP BY status").encode(), params)}
+        sql = Q["count_tasks"].format(filters=" ".join(filters))
+        return {r["status"]: int(r["n"]) for r in self._all(sql.encode(), params)}
 
     # -- owner groups ------------------------------------------------------------
     def get_owner_group(self, owner: str) -> OwnerGroup | None:
-        row = self._one("SELECT owner, taskgroup_id, run_cursor FROM owner_groups WHERE owner = %s", (owner,))
+        row = self._one(Q["get_owner_group"], (owner,))
         return None if row is None else OwnerGroup(row["owner"], row["taskgroup_id"], row["run_cursor"])
 
     def claim_owner_group(self, owner: str, taskgroup_id: str, now: float) -> OwnerGroup:
         with self._tx() as conn:
-            conn.execute(
-                "INSERT INTO owner_groups (owner, taskgroup_id, run_cursor, created_at) VALUES (%s,%s,NULL,%s) "
-                "ON CONFLICT (owner) DO NOTHING",
-                (owner, taskgroup_id, now),
-            )
-            row = conn.execute(
-                "SELECT owner, taskgroup_id, run_cursor FROM owner_groups WHERE owner = %s", (owner,)
-            ).fetchone()
+            conn.execute(Q["insert_owner_group"], (owner, taskgroup_id, now))
+            row = conn.execute(Q["get_owner_group"], (owner,)).fetchone()
         assert row is not None
         return OwnerGroup(row["owner"], row["taskgroup_id"], row["run_cursor"])
 
     def drop_owner_group(self, owner: str, taskgroup_id: str) -> None:
         with self._tx() as conn:
-            conn.execute("DELETE FROM owner_groups WHERE owner = %s AND taskgroup_id = %s", (owner, taskgroup_id))
+            conn.execute(Q["drop_owner_group"], (owner, taskgroup_id))
 
     # -- sessions ----------------------------------------------------------------
     def put_session(self, id_hash: str, owner: str, now: float, expires_at: float) -> None:
         with self._tx() as conn:
-            conn.execute("DELETE FROM sessions WHERE expires_at < %s", (now,))
-            conn.execute(
-                "INSERT INTO sessions (id_hash, owner, created_at, expires_at) VALUES (%s,%s,%s,%s)",
-                (id_hash, owner, now, expires_at),
-            )
+            conn.execute(Q["prune_sessions"], (now,))
+            conn.execute(Q["insert_session"], (id_hash, owner, now, expires_at))
 
     def get_session(self, id_hash: str, now: float) -> str | None:
-        row = self._one("SELECT owner FROM sessions WHERE id_hash = %s AND expires_at > %s", (id_hash, now))
+        row = self._one(Q["get_session"], (id_hash, now))
         return None if row is None else str(row["owner"])
 
     def delete_session(self, id_hash: str) -> bool:
         with self._tx() as conn:
-            return conn.execute("DELETE FROM sessions WHERE id_hash = %s", (id_hash,)).rowcount > 0
+            return conn.execute(Q["delete_session"], (id_hash,)).rowcount > 0
 
     def delete_sessions(self, owner: str) -> int:
         with self._tx() as conn:
-            return int(conn.execute("DELETE FROM sessions WHERE owner = %s", (owner,)).rowcount)
+            return int(conn.execute(Q["delete_sessions"], (owner,)).rowcount)
 
     # -- processes ---------------------------------------------------------------
     def put_process(self, info: ProcessInfo) -> None:
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO processes (holder, kind, host, pid, started_at, seen_at, following, feed_lag) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (holder) DO UPDATE SET seen_at=excluded.seen_at, "
-                "following=excluded.following, feed_lag=excluded.feed_lag",
+                Q["put_process"],
                 (
                     info.holder,
                     info.kind,
@@ -507,31 +475,22 @@ class PostgresStore:
                     info.feed_lag,
                 ),
             )
-            conn.execute("DELETE FROM processes WHERE seen_at < %s", (info.seen_at - 86400,))
+            conn.execute(Q["prune_processes"], (info.seen_at - 86400,))
 
     def drop_process(self, holder: str) -> None:
         with self._tx() as conn:
-            conn.execute("DELETE FROM processes WHERE holder = %s", (holder,))
+            conn.execute(Q["drop_process"], (holder,))
 
     def processes(self) -> list[ProcessInfo]:
-        rows = self._all(
-            "SELECT holder, kind, host, pid, started_at, seen_at, following, feed_lag FROM processes "
-            "ORDER BY started_at"
-        )
+        rows = self._all(Q["processes"])
         return [ProcessInfo(**r) for r in rows]
 
     def engines_alive(self, since: float) -> int:
-        row = self._one(
-            "SELECT COUNT(*) AS n FROM processes WHERE kind IN ('serve', 'worker') AND seen_at >= %s", (since,)
-        )
+        row = self._one(Q["engines_alive"], (since,))
         return int(row["n"]) if row else 0
 
     def leases(self, now: float) -> dict[str, int]:
-        rows = self._all(
-            "SELECT lease_owner, COUNT(*) AS n FROM tasks WHERE lease_owner IS NOT NULL AND lease_expires >= %s "
-            "GROUP BY lease_owner",
-            (now,),
-        )
+        rows = self._all(Q["leases"], (now,))
         return {r["lease_owner"]: int(r["n"]) for r in rows}
 
     # -- rate usage --------------------------------------------------------------
@@ -539,21 +498,16 @@ class PostgresStore:
         with self._tx() as conn:
             with conn.cursor() as cur:
                 cur.executemany(
-                    "INSERT INTO rate_usage (owner, holder, buckets, updated_at, final) VALUES (%s,%s,%s,%s,%s) "
-                    "ON CONFLICT (owner, holder) DO UPDATE SET buckets=excluded.buckets, "
-                    "updated_at=excluded.updated_at, final=excluded.final",
+                    Q["put_usage"],
                     [
                         (owner, holder, to_json({str(k): v for k, v in b.items()}), now, final)
                         for owner, b in usage.items()
                     ],
                 )
-            conn.execute("DELETE FROM rate_usage WHERE updated_at < %s", (now - 300,))
+            conn.execute(Q["prune_usage"], (now - 300,))
 
     def get_usage(self, since: float, exclude_holder: str) -> list[UsageReport]:
-        rows = self._all(
-            "SELECT owner, holder, buckets, updated_at, final FROM rate_usage WHERE updated_at >= %s AND holder != %s",
-            (since, exclude_holder),
-        )
+        rows = self._all(Q["get_usage"], (since, exclude_holder))
         return [
             UsageReport(
                 r["owner"],
@@ -573,17 +527,14 @@ class PostgresStore:
         window is counted from the grants themselves (clock: this machine's, as for every grant).
         """
         with self._tx() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (owner,))
+            conn.execute(Q["rate_lock"], (owner,))
             now = time.time()
-            row = conn.execute(
-                "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM rate_grants WHERE owner = %s AND at > %s",
-                (owner, now - window),
-            ).fetchone()
+            row = conn.execute(Q["rate_window"], (owner, now - window)).fetchone()
             assert row is not None
             if row["n"] < limit:
-                conn.execute("INSERT INTO rate_grants (owner, at) VALUES (%s, %s)", (owner, now))
+                conn.execute(Q["grant_rate"], (owner, now))
                 if int(now * 10) % 50 == 0:  # now and then, forget grants long out of every window
-                    conn.execute("DELETE FROM rate_grants WHERE owner = %s AND at < %s", (owner, now - window - 60))
+                    conn.execute(Q["prune_rate_grants"], (owner, now - window - 60))
                 return 0.0
             return max(0.01, float(row["oldest"]) + window - now)
 
@@ -592,33 +543,17 @@ class PostgresStore:
         if limit <= 0:
             return []
         with self._tx() as conn:
-            # SKIP LOCKED: workers claiming at the same moment take different tasks, without waiting.
-            rows = conn.execute(
-                "UPDATE tasks SET lease_owner = %s, lease_expires = %s WHERE id IN ("
-                " SELECT id FROM tasks WHERE status = ANY(%s)"
-                " AND (lease_owner IS NULL OR lease_expires < %s)"
-                # A task whose key was forgotten cannot be followed until its owner signs in again.
-                " AND owner IN (SELECT owner FROM api_keys WHERE length(ciphertext) > 0)"
-                " ORDER BY COALESCE(last_event_at, created_at) DESC LIMIT %s FOR UPDATE SKIP LOCKED"
-                ") RETURNING *",
-                (holder, now + ttl, FOLLOWED, now, limit),
-            ).fetchall()
+            # SKIP LOCKED (see the query): workers claiming at the same moment take different tasks.
+            rows = conn.execute(Q["claim"], (holder, now + ttl, FOLLOWED, now, limit)).fetchall()
+        # RETURNING does not keep the subquery's order; newest activity first matters on restart.
         tasks = [task_from_row(r) for r in rows]
         return sorted(tasks, key=lambda t: t.last_event_at or t.created_at, reverse=True)
 
     def renew(self, holder: str, task_ids: Sequence[str], expires: float) -> set[str]:
         with self._tx() as conn:
-            rows = conn.execute(
-                "UPDATE tasks SET lease_expires = %s WHERE id IN (SELECT id FROM tasks WHERE lease_owner = %s "
-                "AND id = ANY(%b) ORDER BY id FOR UPDATE) RETURNING id",
-                (expires, holder, sorted(task_ids)),
-            ).fetchall()
+            rows = conn.execute(Q["renew"], (expires, holder, sorted(task_ids))).fetchall()
         return {r["id"] for r in rows}
 
     def release(self, holder: str, task_ids: Sequence[str]) -> None:
         with self._tx() as conn:
-            conn.execute(
-                "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE id IN (SELECT id FROM tasks "
-                "WHERE lease_owner = %s AND id = ANY(%b) ORDER BY id FOR UPDATE)",
-                (holder, sorted(task_ids)),
-            )
+            conn.execute(Q["release"], (holder, sorted(task_ids)))

@@ -5,6 +5,8 @@ timeout), so several processes can share one file; each thread gets its own
 connection. ``synchronous=NORMAL`` in WAL mode keeps every committed
 transaction across a process crash (SIGKILL); only a power loss can drop the
 last ones.
+
+The statements are named blocks in ``sql/sqlite.sql`` (looked up by name in ``Q``; see ``queries.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from taskdeck.store.base import (
     Write,
     filled_notes,
 )
+from taskdeck.store.queries import load
 from taskdeck.store.rows import (
     FOLLOWED,
     JSON_COLUMNS,
@@ -47,6 +50,18 @@ from taskdeck.store.rows import (
 )
 
 __all__ = ["SqliteStore"]
+
+Q = load("sqlite.sql")
+
+
+def _marks(n: int) -> str:
+    """One ``?`` per value of an IN list (SQLite has no array parameter)."""
+    return ",".join("?" * n)
+
+
+# Statements whose templates are filled from constants: filled once.
+_INSERT_TASK = Q["insert_task"].format(columns=", ".join(TASK_COLUMNS), marks=_marks(len(TASK_COLUMNS)))
+_CLAIM = Q["claim"].format(followed=_marks(len(FOLLOWED)))
 
 
 def _tighten(path: Path) -> None:
@@ -88,10 +103,10 @@ class SqliteStore:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(Q["pragma_wal"])
+            conn.execute(Q["pragma_synchronous"])
+            conn.execute(Q["pragma_foreign_keys"])
+            conn.execute(Q["pragma_busy_timeout"])
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -100,13 +115,13 @@ class SqliteStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(Q["begin_immediate"])
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute(Q["rollback"])
             raise
-        conn.execute("COMMIT")
+        conn.execute(Q["commit"])
 
     def close(self) -> None:
         with self._lock:
@@ -120,14 +135,14 @@ class SqliteStore:
         """Apply every migration not applied yet; return the versions applied now."""
         applied_now = []
         with self._tx() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            conn.execute(Q["create_schema_migrations"])
+            done = {r[0] for r in conn.execute(Q["applied_migrations"])}
             for version, sql in migration_files():
                 if version in done:
                     continue
                 for statement in _statements(sql):
                     conn.execute(statement)
-                conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+                conn.execute(Q["record_migration"], (version, time.time()))
                 applied_now.append(version)
         return applied_now
 
@@ -146,42 +161,28 @@ class SqliteStore:
                 elif isinstance(item, InsertTask):
                     self._insert_task(conn, item.task)
                 elif isinstance(item, AdvanceGroupCursor):
-                    conn.execute(
-                        "UPDATE owner_groups SET run_cursor = ? WHERE owner = ? AND taskgroup_id = ?",
-                        (item.run_cursor, item.owner, item.taskgroup_id),
-                    )
+                    conn.execute(Q["advance_group_cursor"], (item.run_cursor, item.owner, item.taskgroup_id))
                 elif isinstance(item, Announce):
                     self._announce(conn, item, inserted)
                 elif isinstance(item, PutKey):
-                    conn.execute(
-                        "INSERT INTO api_keys (owner, ciphertext, last4, created_at, updated_at) "
-                        "VALUES (?,?,?,?,?) ON CONFLICT(owner) DO UPDATE SET ciphertext=excluded.ciphertext, "
-                        "last4=excluded.last4, updated_at=excluded.updated_at",
-                        (item.owner, item.ciphertext, item.last4, item.at, item.at),
-                    )
+                    conn.execute(Q["put_key"], (item.owner, item.ciphertext, item.last4, item.at, item.at))
         return inserted
 
     def _append(self, conn: sqlite3.Connection, rows: list[AppendEvent]) -> list[Event]:
         # Seqs are assigned here, inside the write lock, so the common case (no duplicate)
         # is one executemany; INSERT OR IGNORE drops a duplicate a racing process stored.
-        start = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0] + 1
+        start = conn.execute(Q["max_seq"]).fetchone()[0] + 1
         params = [
             (start + i, r.task_id, r.type, r.origin.value, r.data, r.received_at, r.upstream_ts, r.dedup_key)
             for i, r in enumerate(rows)
         ]
         before = conn.total_changes
-        conn.executemany(
-            "INSERT OR IGNORE INTO events (seq, task_id, type, origin, data, received_at, upstream_ts, dedup_key) "
-            "VALUES (?,?,?,?,?,?,?,?)",
-            params,
-        )
+        conn.executemany(Q["insert_events"], params)
         stored_all = conn.total_changes - before == len(rows)
         present: set[int] | None = None
         if not stored_all:
             seqs = [p[0] for p in params]
-            present = {
-                r[0] for r in conn.execute(f"SELECT seq FROM events WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
-            }
+            present = {r[0] for r in conn.execute(Q["present_seqs"].format(marks=_marks(len(seqs))), seqs)}
         return [
             Event(p[0], r.task_id, r.type, r.origin, r.data, r.received_at, r.upstream_ts, r.dedup_key)
             for p, r in zip(params, rows, strict=True)
@@ -191,7 +192,7 @@ class SqliteStore:
     def _announce(self, conn: sqlite3.Connection, announce: Announce, inserted: list[Event]) -> None:
         now = time.time()
         conn.executemany(
-            "INSERT INTO feed_log (holder, task_id, owner, first_seq, last_seq, changes, at) VALUES (?,?,?,?,?,?,?)",
+            Q["insert_feed_note"],
             [
                 (announce.holder, n.task_id, n.owner, n.first_seq, n.last_seq, to_json(n.changes) or "{}", now)
                 for n in filled_notes(announce, inserted)
@@ -201,21 +202,17 @@ class SqliteStore:
     # -- the cross-process feed (engine/bridge.py tails it) ---------------------
     def feed_last_id(self) -> int:
         """The newest feed_log row: a process starting now reads what comes after it."""
-        return int(self._conn().execute("SELECT COALESCE(MAX(id), 0) FROM feed_log").fetchone()[0])
+        return int(self._conn().execute(Q["feed_last_id"]).fetchone()[0])
 
     def feed_after(self, after_id: int, limit: int = 1000) -> list[tuple[int, str, FeedNote]]:
         """(id, holder, note) of the feed_log rows after ``after_id``, oldest first (ids are in commit order)."""
-        rows = self._conn().execute(
-            "SELECT id, holder, task_id, owner, first_seq, last_seq, changes, at FROM feed_log WHERE id > ? "
-            "ORDER BY id LIMIT ?",
-            (after_id, limit),
-        )
+        rows = self._conn().execute(Q["feed_after"], (after_id, limit))
         return [(r[0], r[1], FeedNote(r[2], r[3], json.loads(r[6]), r[4], r[5], r[7])) for r in rows]
 
     def feed_prune(self, before: float) -> int:
         """Delete feed_log rows older than ``before`` (every process has read them long since)."""
         with self._tx() as conn:
-            return int(conn.execute("DELETE FROM feed_log WHERE at < ?", (before,)).rowcount)
+            return int(conn.execute(Q["feed_prune"], (before,)).rowcount)
 
     def _patch(self, conn: sqlite3.Connection, patch: PatchTask) -> None:
         if not patch.changes:
@@ -227,50 +224,43 @@ class SqliteStore:
                 raise ValueError(f"unknown task column {key!r}")
             cols.append(f"{key} = ?")
             values.append(to_json(value) if key in JSON_COLUMNS else value)
-        sql = f"UPDATE tasks SET {', '.join(cols)} WHERE id = ?"
         values.append(patch.task_id)
+        guard = ""
         if patch.only_if_status:
-            sql += f" AND status IN ({','.join('?' * len(patch.only_if_status))})"
+            guard = Q["and_status_in"].format(marks=_marks(len(patch.only_if_status)))
             values += [s.value for s in patch.only_if_status]
-        conn.execute(sql, values)
+        conn.execute(Q["patch_task"].format(sets=", ".join(cols), guard=guard), values)
 
     def _insert_task(self, conn: sqlite3.Connection, task: Task) -> None:
         values = []
         for col in TASK_COLUMNS:
             value = getattr(task, col)
             values.append(to_json(value) if col in JSON_COLUMNS else value)
-        conn.execute(
-            f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)}) VALUES ({','.join('?' * len(TASK_COLUMNS))})", values
-        )
+        conn.execute(_INSERT_TASK, values)
 
     # -- reads -------------------------------------------------------------------
     def get_task(self, task_id: str) -> Task | None:
-        row = self._conn().execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        row = self._conn().execute(Q["get_task"], (task_id,)).fetchone()
         return None if row is None else task_from_row(row)
 
     def get_task_by_run(self, run_id: str) -> Task | None:
-        row = self._conn().execute("SELECT * FROM tasks WHERE run_id = ?", (run_id,)).fetchone()
+        row = self._conn().execute(Q["get_task_by_run"], (run_id,)).fetchone()
         return None if row is None else task_from_row(row)
 
     def delete_task(self, task_id: str, *, only_if_status: Sequence[str] | None = None) -> bool:
         guard, params = "", []
         if only_if_status is not None:
-            guard = f" AND status IN ({','.join('?' * len(only_if_status))})"
+            guard = Q["and_status_in"].format(marks=_marks(len(only_if_status)))
             params = list(only_if_status)
         with self._tx() as conn:
-            conn.execute(
-                f"DELETE FROM events WHERE task_id = ? AND EXISTS (SELECT 1 FROM tasks WHERE id = ?{guard})",
-                (task_id, task_id, *params),
-            )
-            gone = conn.execute(f"DELETE FROM tasks WHERE id = ?{guard}", (task_id, *params)).rowcount
+            conn.execute(Q["delete_task_events"].format(guard=guard), (task_id, task_id, *params))
+            gone = conn.execute(Q["delete_task"].format(guard=guard), (task_id, *params)).rowcount
         return gone > 0
 
     def get_tasks(self, task_ids: Sequence[str]) -> list[Task]:
         if not task_ids:
             return []
-        rows = self._conn().execute(
-            f"SELECT * FROM tasks WHERE id IN ({','.join('?' * len(task_ids))})", list(task_ids)
-        )
+        rows = self._conn().execute(Q["get_tasks"].format(marks=_marks(len(task_ids))), list(task_ids))
         return [task_from_row(r) for r in rows]
 
     def list_tasks(
@@ -285,56 +275,49 @@ class SqliteStore:
         oldest_first: bool = False,
         follow_up_of: str | None = None,
     ) -> list[Task]:
-        sql = "SELECT * FROM tasks WHERE owner = ?"
+        filters: list[str] = []
         params: list[Any] = [owner]
         if follow_up_of is not None:
-            sql += " AND follow_up_of = ?"
+            filters.append(Q["and_follow_up_of"])
             params.append(follow_up_of)
         if statuses:
-            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            filters.append(Q["and_status_in"].format(marks=_marks(len(statuses))))
             params += list(statuses)
         if processor:
-            sql += " AND processor = ?"
+            filters.append(Q["and_processor"])
             params.append(processor)
         if text:
             escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            sql += " AND (request LIKE ? ESCAPE '\\' OR run_id = ? OR id = ?)"
+            filters.append(Q["and_text"])
             params += [f"%{escaped}%", text, text]
         # ``before`` is the cursor: the last task of the previous page, in the order asked for.
         if before is not None:
-            sql += " AND (created_at, id) > (?, ?)" if oldest_first else " AND (created_at, id) < (?, ?)"
+            filters.append(Q["and_after_cursor"] if oldest_first else Q["and_before_cursor"])
             params += list(before)
         order = "ASC" if oldest_first else "DESC"
-        sql += f" ORDER BY created_at {order}, id {order} LIMIT ?"
+        sql = Q["list_tasks"].format(filters=" ".join(filters), order=order)
         params.append(limit)
         return [task_from_row(r) for r in self._conn().execute(sql, params)]
 
     def events(self, task_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
-        sql = "SELECT * FROM events WHERE task_id = ? AND seq > ? ORDER BY seq"
         params: list[Any] = [task_id, after_seq]
         if limit is not None:
-            sql += " LIMIT ?"
             params.append(limit)
+        sql = Q["events"].format(limit="" if limit is None else Q["limit"])
         return [event_from_row(r) for r in self._conn().execute(sql, params)]
 
     def dedup_keys(self, task_id: str) -> set[str]:
-        rows = self._conn().execute(
-            "SELECT dedup_key FROM events WHERE task_id = ? AND dedup_key IS NOT NULL", (task_id,)
-        )
+        rows = self._conn().execute(Q["dedup_keys"], (task_id,))
         return {r[0] for r in rows}
 
     def get_key(self, owner: str) -> bytes | None:
-        row = self._conn().execute("SELECT ciphertext FROM api_keys WHERE owner = ?", (owner,)).fetchone()
+        row = self._conn().execute(Q["get_key"], (owner,)).fetchone()
         # A forgotten key keeps its row (tasks reference the owner) with an empty ciphertext.
         return None if row is None or not row[0] else bytes(row[0])
 
     def forget_key(self, owner: str) -> bool:
         with self._tx() as conn:
-            changed = conn.execute(
-                "UPDATE api_keys SET ciphertext = X'', last4 = '', updated_at = ? "
-                "WHERE owner = ? AND length(ciphertext) > 0",
-                (time.time(), owner),
-            ).rowcount
+            changed = conn.execute(Q["forget_key"], (time.time(), owner)).rowcount
         return changed > 0
 
     def owners_with_keys(self, owners: Sequence[str]) -> set[str]:
@@ -342,97 +325,69 @@ class SqliteStore:
         ids = list(dict.fromkeys(owners))
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            rows = self._conn().execute(
-                f"SELECT owner FROM api_keys WHERE length(ciphertext) > 0 AND owner IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
+            rows = self._conn().execute(Q["owners_with_keys"].format(marks=_marks(len(chunk))), chunk)
             found.update(r[0] for r in rows)
         return found
 
     def spent_since(self, owner: str, since: float) -> float:
-        row = (
-            self._conn()
-            .execute(
-                "SELECT COALESCE(SUM(cost_usd), 0) FROM tasks WHERE owner = ? AND created_at >= ? AND status != ?",
-                (owner, since, TaskStatus.REJECTED.value),
-            )
-            .fetchone()
-        )
+        row = self._conn().execute(Q["spent_since"], (owner, since, TaskStatus.REJECTED.value)).fetchone()
         return float(row[0])
 
     # -- owner groups ------------------------------------------------------------
     def get_owner_group(self, owner: str) -> OwnerGroup | None:
-        row = (
-            self._conn()
-            .execute("SELECT owner, taskgroup_id, run_cursor FROM owner_groups WHERE owner = ?", (owner,))
-            .fetchone()
-        )
+        row = self._conn().execute(Q["get_owner_group"], (owner,)).fetchone()
         return None if row is None else OwnerGroup(row[0], row[1], row[2])
 
     def claim_owner_group(self, owner: str, taskgroup_id: str, now: float) -> OwnerGroup:
         with self._tx() as conn:
-            conn.execute(
-                "INSERT INTO owner_groups (owner, taskgroup_id, run_cursor, created_at) VALUES (?,?,NULL,?) "
-                "ON CONFLICT(owner) DO NOTHING",
-                (owner, taskgroup_id, now),
-            )
-            row = conn.execute(
-                "SELECT owner, taskgroup_id, run_cursor FROM owner_groups WHERE owner = ?", (owner,)
-            ).fetchone()
+            conn.execute(Q["insert_owner_group"], (owner, taskgroup_id, now))
+            row = conn.execute(Q["get_owner_group"], (owner,)).fetchone()
         return OwnerGroup(row[0], row[1], row[2])
 
     def drop_owner_group(self, owner: str, taskgroup_id: str) -> None:
         with self._tx() as conn:
-            conn.execute("DELETE FROM owner_groups WHERE owner = ? AND taskgroup_id = ?", (owner, taskgroup_id))
+            conn.execute(Q["drop_owner_group"], (owner, taskgroup_id))
 
     # -- sessions ----------------------------------------------------------------
     def put_session(self, id_hash: str, owner: str, now: float, expires_at: float) -> None:
         with self._tx() as conn:
-            conn.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
-            conn.execute(
-                "INSERT INTO sessions (id_hash, owner, created_at, expires_at) VALUES (?,?,?,?)",
-                (id_hash, owner, now, expires_at),
-            )
+            conn.execute(Q["prune_sessions"], (now,))
+            conn.execute(Q["insert_session"], (id_hash, owner, now, expires_at))
 
     def get_session(self, id_hash: str, now: float) -> str | None:
-        row = (
-            self._conn()
-            .execute("SELECT owner FROM sessions WHERE id_hash = ? AND expires_at > ?", (id_hash, now))
-            .fetchone()
-        )
+        row = self._conn().execute(Q["get_session"], (id_hash, now)).fetchone()
         return None if row is None else str(row[0])
 
     def delete_session(self, id_hash: str) -> bool:
         with self._tx() as conn:
-            return conn.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,)).rowcount > 0
+            return conn.execute(Q["delete_session"], (id_hash,)).rowcount > 0
 
     def delete_sessions(self, owner: str) -> int:
         with self._tx() as conn:
-            return int(conn.execute("DELETE FROM sessions WHERE owner = ?", (owner,)).rowcount)
+            return int(conn.execute(Q["delete_sessions"], (owner,)).rowcount)
 
     def count_tasks(
         self, owner: str | None = None, *, processor: str | None = None, statuses: Sequence[str] | None = None
     ) -> dict[str, int]:
-        sql = "SELECT status, COUNT(*) FROM tasks WHERE 1=1"
+        filters: list[str] = []
         params: list[Any] = []
         if owner is not None:
-            sql += " AND owner = ?"
+            filters.append(Q["and_owner"])
             params.append(owner)
         if processor is not None:
-            sql += " AND processor = ?"
+            filters.append(Q["and_processor"])
             params.append(processor)
         if statuses is not None:
-            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            filters.append(Q["and_status_in"].format(marks=_marks(len(statuses))))
             params += list(statuses)
-        return {r[0]: r[1] for r in self._conn().execute(sql + " GROUP BY status", params)}
+        sql = Q["count_tasks"].format(filters=" ".join(filters))
+        return {r[0]: r[1] for r in self._conn().execute(sql, params)}
 
     # -- processes ---------------------------------------------------------------
     def put_process(self, info: ProcessInfo) -> None:
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO processes (holder, kind, host, pid, started_at, seen_at, following, feed_lag) "
-                "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(holder) DO UPDATE SET seen_at=excluded.seen_at, "
-                "following=excluded.following, feed_lag=excluded.feed_lag",
+                Q["put_process"],
                 (
                     info.holder,
                     info.kind,
@@ -444,54 +399,38 @@ class SqliteStore:
                     info.feed_lag,
                 ),
             )
-            conn.execute("DELETE FROM processes WHERE seen_at < ?", (info.seen_at - 86400,))
+            conn.execute(Q["prune_processes"], (info.seen_at - 86400,))
 
     def drop_process(self, holder: str) -> None:
         with self._tx() as conn:
-            conn.execute("DELETE FROM processes WHERE holder = ?", (holder,))
+            conn.execute(Q["drop_process"], (holder,))
 
     def processes(self) -> list[ProcessInfo]:
-        rows = self._conn().execute(
-            "SELECT holder, kind, host, pid, started_at, seen_at, following, feed_lag FROM processes "
-            "ORDER BY started_at"
-        )
+        rows = self._conn().execute(Q["processes"])
         return [ProcessInfo(*r) for r in rows]
 
     def engines_alive(self, since: float) -> int:
-        row = (
-            self._conn()
-            .execute("SELECT COUNT(*) FROM processes WHERE kind IN ('serve', 'worker') AND seen_at >= ?", (since,))
-            .fetchone()
-        )
+        row = self._conn().execute(Q["engines_alive"], (since,)).fetchone()
         return int(row[0])
 
     def leases(self, now: float) -> dict[str, int]:
-        rows = self._conn().execute(
-            "SELECT lease_owner, COUNT(*) FROM tasks WHERE lease_owner IS NOT NULL AND lease_expires >= ? "
-            "GROUP BY lease_owner",
-            (now,),
-        )
+        rows = self._conn().execute(Q["leases"], (now,))
         return {r[0]: r[1] for r in rows}
 
     # -- rate usage --------------------------------------------------------------
     def put_usage(self, holder: str, usage: dict[str, dict[int, int]], now: float, *, final: bool = False) -> None:
         with self._tx() as conn:
             conn.executemany(
-                "INSERT INTO rate_usage (owner, holder, buckets, updated_at, final) VALUES (?,?,?,?,?) "
-                "ON CONFLICT(owner, holder) DO UPDATE SET buckets=excluded.buckets, updated_at=excluded.updated_at, "
-                "final=excluded.final",
+                Q["put_usage"],
                 [
                     (owner, holder, to_json({str(k): v for k, v in b.items()}), now, int(final))
                     for owner, b in usage.items()
                 ],
             )
-            conn.execute("DELETE FROM rate_usage WHERE updated_at < ?", (now - 300,))
+            conn.execute(Q["prune_usage"], (now - 300,))
 
     def get_usage(self, since: float, exclude_holder: str) -> list[UsageReport]:
-        rows = self._conn().execute(
-            "SELECT owner, holder, buckets, updated_at, final FROM rate_usage WHERE updated_at >= ? AND holder != ?",
-            (since, exclude_holder),
-        )
+        rows = self._conn().execute(Q["get_usage"], (since, exclude_holder))
         return [
             UsageReport(owner, holder, {int(k): int(v) for k, v in json.loads(b).items()}, at, bool(final))
             for owner, holder, b, at, final in rows
@@ -501,17 +440,8 @@ class SqliteStore:
     def claim(self, holder: str, now: float, ttl: float, limit: int) -> list[Task]:
         if limit <= 0:
             return []
-        marks = ",".join("?" * len(FOLLOWED))
         with self._tx() as conn:
-            rows = conn.execute(
-                f"UPDATE tasks SET lease_owner = ?, lease_expires = ? WHERE id IN ("
-                f" SELECT id FROM tasks WHERE status IN ({marks})"
-                f" AND (lease_owner IS NULL OR lease_expires < ?)"
-                # A task whose key was forgotten cannot be followed until its owner signs in again.
-                f" AND owner IN (SELECT owner FROM api_keys WHERE length(ciphertext) > 0)"
-                f" ORDER BY COALESCE(last_event_at, created_at) DESC LIMIT ?) RETURNING *",
-                (holder, now + ttl, *FOLLOWED, now, limit),
-            ).fetchall()
+            rows = conn.execute(_CLAIM, (holder, now + ttl, *FOLLOWED, now, limit)).fetchall()
         # RETURNING does not keep the subquery's order; newest activity first matters on restart.
         tasks = [task_from_row(r) for r in rows]
         return sorted(tasks, key=lambda t: t.last_event_at or t.created_at, reverse=True)
@@ -522,11 +452,7 @@ class SqliteStore:
         with self._tx() as conn:
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
-                rows = conn.execute(
-                    f"UPDATE tasks SET lease_expires = ? WHERE lease_owner = ? AND id IN ({','.join('?' * len(chunk))})"
-                    " RETURNING id",
-                    (expires, holder, *chunk),
-                )
+                rows = conn.execute(Q["renew"].format(marks=_marks(len(chunk))), (expires, holder, *chunk))
                 held.update(r[0] for r in rows)
         return held
 
@@ -535,11 +461,7 @@ class SqliteStore:
         with self._tx() as conn:
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
-                conn.execute(
-                    "UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ? "
-                    f"AND id IN ({','.join('?' * len(chunk))})",
-                    (holder, *chunk),
-                )
+                conn.execute(Q["release"].format(marks=_marks(len(chunk))), (holder, *chunk))
 
 
 def _statements(sql: str) -> list[str]:
