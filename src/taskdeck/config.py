@@ -125,6 +125,13 @@ class Settings:
     )
     lease_ttl: float = field(default=30.0, metadata={"help": "Seconds a run's lease lasts without a heartbeat."})
     heartbeat_interval: float = field(default=10.0, metadata={"help": "Seconds between lease heartbeats."})
+    local_takeover: bool = field(
+        default=True,
+        metadata={
+            "help": "Take over at once the runs of a process on this machine whose pid is gone, "
+            "instead of waiting for its leases to expire."
+        },
+    )
     stream_read_timeout: float = field(
         default=180.0, metadata={"help": "Reopen a run's event stream after this many silent seconds."}
     )

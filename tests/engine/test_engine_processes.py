@@ -128,6 +128,43 @@ def test_two_processes_share_runs_and_take_over_from_a_dead_one(tmp_path: Path, 
     store.close()
 
 
+def test_a_dead_sibling_on_this_machine_is_taken_over_at_once_not_after_its_lease_ttl(
+    tmp_path: Path, emu: BackgroundEmulator
+) -> None:
+    """A SIGKILLed worker restarted on the same machine (as systemd would): its runs go on within
+    seconds, although its leases would hold for a minute; still one stream per run, nothing lost."""
+    db = tmp_path / "taskdeck.db"
+    log = tmp_path / "workers.log"
+    store = SqliteStore(db)
+    ids = enqueue_many(db, 20)
+    slow_expiry = {"TASKDECK_LEASE_TTL": "60", "TASKDECK_HEARTBEAT_INTERVAL": "0.3"}
+    a = start_worker(db, emu.url, log, **slow_expiry)
+    b = None
+    try:
+        wait_for(lambda: all(t.run_id for t in store.get_tasks(ids)), 60, "worker A to submit its tasks")
+        holder_a = {t.lease_owner for t in store.get_tasks(ids)}
+        assert len(holder_a) == 1 and None not in holder_a
+        kill(a)  # and reaped: its pid is gone
+        b = start_worker(db, emu.url, log, **slow_expiry)
+        # Well inside the 60 s the leases would last: B holds every run still going.
+        wait_for(
+            lambda: all(t.status.is_terminal or t.lease_owner not in (None, *holder_a) for t in store.get_tasks(ids)),
+            30,
+            "worker B to take over the dead worker's runs before its leases expire",
+        )
+        wait_for(lambda: all(t.status.is_terminal for t in store.get_tasks(ids)), 120, "B to finish every run")
+    finally:
+        for proc in (a, b):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=15)
+    assert statuses(store, ids) == {"completed": 20}
+    check_exactly_once(store, emu.url, ids)
+    assert "takeover: process" in log.read_text()
+    assert {p.holder for p in store.processes()}.isdisjoint(holder_a)  # the dead one is gone from the registry
+    store.close()
+
+
 def test_sigterm_stops_within_ten_seconds_and_releases_leases(tmp_path: Path, emu: BackgroundEmulator) -> None:
     db = tmp_path / "taskdeck.db"
     store = SqliteStore(db)

@@ -270,3 +270,23 @@ def test_processes_register_refresh_and_count_as_engines_while_seen(store: Store
     store.claim("C", now, 30, 10)
     assert store.leases(now) == {"C": 1}
     assert store.leases(now + 60) == {}
+
+
+def test_burying_a_dead_process_frees_its_leases_at_once_and_no_one_elses(store: Store) -> None:
+    from taskdeck.store.base import ProcessInfo
+
+    store.apply([PutKey("o1", b"c", "x", 1.0)])
+    tasks = [task(created=float(i)) for i in range(5)]
+    store.apply([InsertTask(t) for t in tasks])
+    now = time.time()
+    dead = {t.id for t in store.claim("dead", now, 600, 3)}
+    alive = {t.id for t in store.claim("alive", now, 600, 10)}
+    store.put_process(ProcessInfo("dead", "worker", "h", 1, now, now, 3))
+    store.put_process(ProcessInfo("alive", "worker", "h", 2, now, now, 2))
+    assert store.bury_process("dead") == 3
+    assert {p.holder for p in store.processes()} == {"alive"}
+    # Long before the dead one's leases (600 s) would expire, its runs can be claimed; the others' cannot.
+    assert {t.id for t in store.claim("heir", now + 1, 600, 10)} == dead
+    assert store.leases(now + 1) == {"heir": 3, "alive": 2}
+    assert {t.id for t in store.get_tasks(list(alive)) if t.lease_owner == "alive"} == alive
+    assert store.bury_process("nobody") == 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from taskdeck.engine.feed import Feed
 from taskdeck.engine.follower import Follower, FollowerPorts
 from taskdeck.engine.groups import OwnerGroups
 from taskdeck.engine.intake import IntakeError, key_record, new_task, validate_request
+from taskdeck.engine.machine import holder_name, node_of, pid_gone
 from taskdeck.engine.ratelimit import RateBudget
 from taskdeck.engine.writer import Writer, note
 from taskdeck.models import ACTIVE_UPSTREAM, Task, TaskStatus, new_task_id
@@ -60,7 +60,8 @@ class Engine:
         self.started_at = time.time()
         self.store: Store = store if store is not None else open_store(settings.store_url)
         self.vault = KeyVault.open(settings.secret_key, settings.db_path)
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.holder = holder_name()  # host:pid:node:token (engine/machine.py)
+        self.node = node_of(self.holder) if settings.local_takeover else None
         self.feed = Feed()
         self.writer = Writer(self.store, self.feed, batch=settings.write_batch, holder=self.holder)
         self.bridge = bridge_for(
@@ -195,6 +196,7 @@ class Engine:
                     await self.db(self.store.release, self.holder, [task_id])
         self._renewed_at = started
         await self.db(self.store.put_process, self._process_info(now))
+        await self._bury_the_dead()
         room = self.settings.max_followers - len(self.followers) if self.follows else 0
         if room > 0 or len(self.followers) > 1:
             room = min(room, await self._rebalance(now))
@@ -207,6 +209,26 @@ class Engine:
                 check = asyncio.create_task(follower.check_status())
                 self._checks.add(check)
                 check.add_done_callback(self._checks.discard)
+
+    async def _bury_the_dead(self) -> None:
+        """Free at once the leases of siblings on this machine whose pid is gone (engine/machine.py).
+
+        Their streams closed with them, so their runs are claimed now (by us or anyone) instead of
+        after the lease TTL; and they stop counting as alive for the fair share.
+        """
+        if self.node is None:
+            return
+        for proc in await self.db(self.store.processes):
+            if proc.holder == self.holder or node_of(proc.holder) != self.node or not pid_gone(proc.pid):
+                continue
+            freed = await self.db(self.store.bury_process, proc.holder)
+            log.warning(
+                "takeover: process %s (pid %d on this machine) is gone; released its %d lease(s) now "
+                "instead of waiting for them to expire",
+                proc.holder,
+                proc.pid,
+                freed,
+            )
 
     async def _rebalance(self, now: float) -> int:
         """How many more runs to claim for a fair share; release runs held beyond it.

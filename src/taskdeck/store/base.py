@@ -242,6 +242,14 @@ class Store(Protocol):
 
     def drop_process(self, holder: str) -> None: ...
 
+    def bury_process(self, holder: str) -> int:
+        """A process known to be dead: release every lease it held and remove it; returns the leases freed.
+
+        Only for a death proven beyond doubt (its pid gone on this very machine): its streams closed
+        with it, so the runs may be followed again at once instead of after their leases expire.
+        """
+        ...
+
     def processes(self) -> list[ProcessInfo]: ...
 
     def engines_alive(self, since: float) -> int:

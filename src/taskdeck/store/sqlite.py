@@ -405,6 +405,12 @@ class SqliteStore:
         with self._tx() as conn:
             conn.execute(Q["drop_process"], (holder,))
 
+    def bury_process(self, holder: str) -> int:
+        with self._tx() as conn:
+            freed = int(conn.execute(Q["release_all"], (holder,)).rowcount)
+            conn.execute(Q["drop_process"], (holder,))
+        return freed
+
     def processes(self) -> list[ProcessInfo]:
         rows = self._conn().execute(Q["processes"])
         return [ProcessInfo(*r) for r in rows]

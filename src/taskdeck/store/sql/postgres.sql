@@ -222,6 +222,11 @@ DELETE FROM processes WHERE seen_at < %s;
 -- A process that stopped.
 DELETE FROM processes WHERE holder = %s;
 
+-- name: release_all
+-- Give up every lease of one holder (a process proven dead), rows locked in id order: (holder).
+UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE id IN (SELECT id FROM tasks
+WHERE lease_owner = %s ORDER BY id FOR UPDATE);
+
 -- name: processes
 -- Every known process, oldest first.
 SELECT holder, kind, host, pid, started_at, seen_at, following, feed_lag FROM processes

@@ -245,6 +245,10 @@ DELETE FROM processes WHERE seen_at < ?;
 -- A process that stopped.
 DELETE FROM processes WHERE holder = ?;
 
+-- name: release_all
+-- Give up every lease of one holder (a process proven dead): (holder).
+UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ?;
+
 -- name: processes
 -- Every known process, oldest first.
 SELECT holder, kind, host, pid, started_at, seen_at, following, feed_lag FROM processes
