@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["ACTIVE_UPSTREAM", "Event", "Origin", "Task", "TaskStatus", "new_task_id"]
+__all__ = [
+    "ACTIVE_UPSTREAM",
+    "Batch",
+    "BatchStatus",
+    "Event",
+    "Origin",
+    "Task",
+    "TaskStatus",
+    "new_batch_id",
+    "new_task_id",
+]
 
 
 class TaskStatus(StrEnum):
@@ -67,6 +77,11 @@ class Origin(StrEnum):
     TASKDECK = "taskdeck"  # our own lifecycle notes (submitted, stream connected, ...)
 
 
+def new_batch_id() -> str:
+    """Our own batch id: ``bat_`` and 24 random hex characters."""
+    return "bat_" + secrets.token_hex(12)
+
+
 def new_task_id() -> str:
     """Our own task id: ``tsk_`` and 24 random hex characters."""
     return "tsk_" + secrets.token_hex(12)
@@ -105,6 +120,9 @@ class Task:
     submit_token: str | None = None
     submit_cursor: str | None = None
     submit_started_at: float | None = None
+    # A row of a batch (its index in the input, from 0): the batch's supervisor follows it, not a follower.
+    batch_id: str | None = None
+    row_index: int | None = None
 
     @property
     def input(self) -> Any:
@@ -136,3 +154,32 @@ class Event:
             return json.loads(self.data)
         except json.JSONDecodeError:
             return None
+
+
+class BatchStatus(StrEnum):
+    """Where a batch is: its rows are being added upstream, its runs are going, or every row ended."""
+
+    PENDING = "pending"  # rows stored; runs not all added to the group yet
+    RUNNING = "running"  # every row's run exists; some are still going
+    COMPLETED = "completed"  # every row ended (completed or failed: failed rows stay, to be retried)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One table enriched row by row: one Parallel task group, one run per row (each row a Task)."""
+
+    id: str
+    owner: str
+    name: str  # the input file's name, or a label
+    status: BatchStatus
+    spec: dict[str, Any]  # processor, task_spec, input mapping, source_policy, metadata: the same for every row
+    columns: list[str]  # the input's columns, in order
+    resume_key: str  # SHA-256 of the input's bytes and the canonical spec: running it again finds this batch
+    row_count: int
+    created_at: float
+    taskgroup_id: str | None = None
+    added_rows: int = 0  # rows 0..added_rows-1 have their runs added upstream (added in row order, by chunks)
+    events_cursor: str | None = None  # the group events stream's last_event_id
+    completed_at: float | None = None
+    lease_owner: str | None = None
+    lease_expires: float | None = None

@@ -7,15 +7,17 @@ database (a new file, or a new schema).
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from pg import fresh_schema
-from taskdeck.models import Origin, Task, TaskStatus
+from taskdeck.models import Batch, BatchStatus, Origin, Task, TaskStatus, new_batch_id
 from taskdeck.store import AppendEvent, InsertTask, PatchTask, PutKey, Store
 from taskdeck.store.base import AdvanceGroupCursor, OwnerGroup
 from taskdeck.store.open import open_store
@@ -290,3 +292,102 @@ def test_burying_a_dead_process_frees_its_leases_at_once_and_no_one_elses(store:
     assert store.leases(now + 1) == {"heir": 3, "alive": 2}
     assert {t.id for t in store.get_tasks(list(alive)) if t.lease_owner == "alive"} == alive
     assert store.bury_process("nobody") == 0
+
+
+def _batch(owner: str = "o1", rows: int = 3, **kw: object) -> tuple[Batch, list[Task]]:
+
+    values: dict[str, object] = {
+        "id": new_batch_id(),
+        "owner": owner,
+        "name": "companies.csv",
+        "status": BatchStatus.PENDING,
+        "spec": {"processor": "core", "input": {"columns": ["name"]}},
+        "columns": ["name", "ünïcode"],
+        "resume_key": f"key-{time.monotonic_ns()}",
+        "row_count": rows,
+        "created_at": time.time(),
+    }
+    values.update(kw)
+    batch = Batch(**values)  # type: ignore[arg-type]
+    # Rows stored in reverse: the store, not the insertion order, puts them in input order.
+    row_tasks = [task(owner, batch_id=batch.id, row_index=i, status=TaskStatus.PENDING) for i in reversed(range(rows))]
+    return batch, row_tasks
+
+
+def test_a_batch_and_its_rows_round_trip_in_input_order(store: Store) -> None:
+    from taskdeck.store.base import InsertBatch, PatchBatch
+
+    store.apply([PutKey("o1", b"c", "x", 1.0)])
+    batch, rows = _batch(rows=5)
+    store.apply([InsertBatch(batch), *map(InsertTask, rows)])
+    assert store.get_batch(batch.id) == batch
+    assert store.find_batch("o1", batch.resume_key) == batch
+    assert store.find_batch("o2", batch.resume_key) is None
+    assert [t.row_index for t in store.batch_rows(batch.id)] == [0, 1, 2, 3, 4]
+    assert [t.row_index for t in store.batch_rows(batch.id, after_index=1, limit=2)] == [2, 3]
+    store.apply(
+        [
+            PatchTask(rows[0].id, {"status": "completed"}),
+            PatchBatch(
+                batch.id,
+                {"status": BatchStatus.RUNNING, "added_rows": 5, "taskgroup_id": "tgrp_1", "events_cursor": "1-2-3"},
+            ),
+        ]
+    )
+    assert store.batch_counts(batch.id) == {"pending": 4, "completed": 1}
+    got = store.get_batch(batch.id)
+    assert got is not None
+    assert (got.status, got.added_rows, got.taskgroup_id, got.events_cursor) == (
+        BatchStatus.RUNNING,
+        5,
+        "tgrp_1",
+        "1-2-3",
+    )
+    with pytest.raises(ValueError, match="resume_key"):
+        store.apply([PatchBatch(batch.id, {"resume_key": "other"})])
+
+
+def test_one_input_and_spec_is_one_batch_per_owner(store: Store) -> None:
+    from taskdeck.store.base import InsertBatch
+
+    store.apply([PutKey("o1", b"c", "x", 1.0), PutKey("o2", b"c", "x", 1.0)])
+    first, _ = _batch(resume_key="same")
+    again, _ = _batch(resume_key="same")
+    other_owner, _ = _batch(owner="o2", resume_key="same")
+    store.apply([InsertBatch(first), InsertBatch(other_owner)])
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.UniqueViolation)):
+        store.apply([InsertBatch(again)])
+    assert store.get_batch(again.id) is None  # nothing half-written
+
+
+def test_batch_rows_stay_out_of_task_lists_counts_and_claims(store: Store) -> None:
+    from taskdeck.store.base import InsertBatch
+
+    store.apply([PutKey("o1", b"c", "x", 1.0)])
+    single = task()
+    batch, rows = _batch(rows=4)
+    store.apply([InsertTask(single), InsertBatch(batch), *map(InsertTask, rows)])
+    assert [t.id for t in store.list_tasks("o1")] == [single.id]
+    assert store.count_tasks("o1") == {"queued": 1}
+    assert store.count_tasks(statuses=["pending", "queued"]) == {"queued": 1}
+    assert [t.id for t in store.claim("A", time.time(), 30, 100)] == [single.id]  # the batch's supervisor has rows
+
+
+def test_batch_leases_claim_renew_release_and_burial(store: Store) -> None:
+    from taskdeck.store.base import InsertBatch
+
+    store.apply([PutKey("o1", b"c", "x", 1.0)])
+    old, _ = _batch(created_at=1.0)
+    new, _ = _batch(created_at=2.0)
+    done, _ = _batch(created_at=0.5, status=BatchStatus.COMPLETED)
+    store.apply([InsertBatch(b) for b in (old, new, done)])
+    now = time.time()
+    assert [b.id for b in store.claim_batches("A", now, 30, 1)] == [old.id]
+    assert [b.id for b in store.claim_batches("B", now, 30, 10)] == [new.id]
+    assert store.claim_batches("B", now, 30, 10) == []
+    assert store.renew_batches("A", [old.id, new.id], now + 60) == {old.id}
+    assert [b.id for b in store.claim_batches("C", now + 45, 30, 10)] == [new.id]  # B's expired
+    store.release_batches("A", [old.id])
+    assert [b.id for b in store.claim_batches("C", now, 30, 10)] == [old.id]
+    assert store.bury_process("C") == 2
+    assert {b.id for b in store.claim_batches("D", now, 30, 10)} == {old.id, new.id}

@@ -13,15 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from taskdeck.models import Event, Origin, Task, TaskStatus
+from taskdeck.models import Batch, Event, Origin, Task, TaskStatus
 
 __all__ = [
     "AdvanceGroupCursor",
     "Announce",
     "AppendEvent",
     "FeedNote",
+    "InsertBatch",
     "InsertTask",
     "OwnerGroup",
+    "PatchBatch",
     "PatchTask",
     "ProcessInfo",
     "PutKey",
@@ -110,7 +112,22 @@ class Announce:
     notes: tuple[FeedNote, ...]
 
 
-Write = PutKey | InsertTask | PatchTask | AppendEvent | AdvanceGroupCursor | Announce
+@dataclass(frozen=True, slots=True)
+class InsertBatch:
+    """A new batch row (its rows are InsertTask writes with the batch's id, usually in the same apply)."""
+
+    batch: Batch
+
+
+@dataclass(frozen=True, slots=True)
+class PatchBatch:
+    """Set some columns of a batch (status, taskgroup_id, added_rows, events_cursor, completed_at)."""
+
+    batch_id: str
+    changes: dict[str, Any]
+
+
+Write = PutKey | InsertTask | PatchTask | AppendEvent | AdvanceGroupCursor | Announce | InsertBatch | PatchBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +258,35 @@ class Store(Protocol):
         ...
 
     def drop_process(self, holder: str) -> None: ...
+
+    # -- batches (a batch's rows are tasks with its id; list_tasks, count_tasks and claim skip them) --
+    def get_batch(self, batch_id: str) -> Batch | None: ...
+
+    def find_batch(self, owner: str, resume_key: str) -> Batch | None:
+        """The owner's batch of this input and spec, if one was made (running it again resumes it)."""
+        ...
+
+    def list_batches(self, owner: str, *, limit: int = 50) -> list[Batch]:
+        """The owner's batches, newest first."""
+        ...
+
+    def batch_rows(self, batch_id: str, *, after_index: int = -1, limit: int = 1000) -> list[Task]:
+        """A batch's rows in input order, from the first with ``row_index > after_index``."""
+        ...
+
+    def batch_counts(self, batch_id: str) -> dict[str, int]:
+        """A batch's rows per status."""
+        ...
+
+    def claim_batches(self, holder: str, now: float, ttl: float, limit: int) -> list[Batch]:
+        """Lease up to ``limit`` unfinished batches nobody holds, oldest first."""
+        ...
+
+    def renew_batches(self, holder: str, batch_ids: Sequence[str], expires: float) -> set[str]:
+        """Extend the holder's leases on these batches; returns the ids still held."""
+        ...
+
+    def release_batches(self, holder: str, batch_ids: Sequence[str]) -> None: ...
 
     def bury_process(self, holder: str) -> int:
         """A process known to be dead: release every lease it held and remove it; returns the leases freed.

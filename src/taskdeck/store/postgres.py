@@ -28,13 +28,15 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from taskdeck.models import Event, Task, TaskStatus
+from taskdeck.models import Batch, Event, Task, TaskStatus
 from taskdeck.store.base import (
     AdvanceGroupCursor,
     Announce,
     AppendEvent,
+    InsertBatch,
     InsertTask,
     OwnerGroup,
+    PatchBatch,
     PatchTask,
     ProcessInfo,
     PutKey,
@@ -44,10 +46,14 @@ from taskdeck.store.base import (
 )
 from taskdeck.store.queries import load
 from taskdeck.store.rows import (
+    BATCH_COLUMNS,
+    BATCH_JSON_COLUMNS,
     FOLLOWED,
     JSON_COLUMNS,
     TASK_COLUMNS,
     Gathered,
+    batch_from_row,
+    batch_values,
     event_from_row,
     gather,
     migration_files,
@@ -56,6 +62,20 @@ from taskdeck.store.rows import (
 )
 
 __all__ = ["FEED_CHANNEL", "PostgresStore"]
+
+
+def _patch_batch(conn: psycopg.Connection[dict[str, Any]], patch: PatchBatch) -> None:
+    cols: list[str] = []
+    values: list[Any] = []
+    for key, value in patch.changes.items():
+        if key not in BATCH_COLUMNS or key in ("id", "owner", "resume_key"):
+            raise ValueError(f"unknown or fixed batch column {key!r}")
+        cols.append(key)
+        values.append(to_json(value) if key in BATCH_JSON_COLUMNS else getattr(value, "value", value))
+    if cols:
+        sql = Q["patch_batch"].format(sets=", ".join(f"{c} = %s" for c in cols))
+        conn.execute(sql.encode(), (*values, patch.batch_id))
+
 
 Q = load("postgres.sql")
 
@@ -70,11 +90,13 @@ _REAL = {
     "lease_expires",
     "submit_started_at",
 }
-COLUMN_TYPES = {c: "double precision" if c in _REAL else "text" for c in TASK_COLUMNS}
+_INTEGER = {"row_index"}
+COLUMN_TYPES = {c: "double precision" if c in _REAL else "integer" if c in _INTEGER else "text" for c in TASK_COLUMNS}
 MIGRATION_LOCK = 0x7A5D_0001  # pg_advisory_xact_lock key: one migrating process at a time
 FEED_CHANNEL = "taskdeck_feed"  # LISTEN/NOTIFY channel of the cross-process live feed
 NOTIFY_BUDGET = 7000  # bytes of notes per payload (PostgreSQL's limit is 8,000)
 # A constant template, filled once.
+_INSERT_BATCH = Q["insert_batch"].format(columns=", ".join(BATCH_COLUMNS), marks=",".join(["%s"] * len(BATCH_COLUMNS)))
 _INSERT_TASK = Q["insert_task"].format(columns=", ".join(TASK_COLUMNS), marks=",".join(["%s"] * len(TASK_COLUMNS)))
 
 
@@ -178,6 +200,10 @@ class PostgresStore:
                     self._announce(conn, item, inserted)
                 elif isinstance(item, PutKey):
                     conn.execute(Q["put_key"], (item.owner, item.ciphertext, item.last4, item.at, item.at))
+                elif isinstance(item, InsertBatch):
+                    conn.execute(_INSERT_BATCH, batch_values(item.batch))
+                elif isinstance(item, PatchBatch):
+                    _patch_batch(conn, item)
         return inserted
 
     def _append(
@@ -481,9 +507,49 @@ class PostgresStore:
         with self._tx() as conn:
             conn.execute(Q["drop_process"], (holder,))
 
+    # -- batches -------------------------------------------------------------------
+    def get_batch(self, batch_id: str) -> Batch | None:
+        row = self._one(Q["get_batch"], (batch_id,))
+        return batch_from_row(row) if row else None
+
+    def find_batch(self, owner: str, resume_key: str) -> Batch | None:
+        row = self._one(Q["find_batch"], (owner, resume_key))
+        return batch_from_row(row) if row else None
+
+    def list_batches(self, owner: str, *, limit: int = 50) -> list[Batch]:
+        return [batch_from_row(r) for r in self._all(Q["list_batches"], (owner, limit))]
+
+    def batch_rows(self, batch_id: str, *, after_index: int = -1, limit: int = 1000) -> list[Task]:
+        return [task_from_row(r) for r in self._all(Q["batch_rows"], (batch_id, after_index, limit))]
+
+    def batch_counts(self, batch_id: str) -> dict[str, int]:
+        return {r["status"]: int(r["n"]) for r in self._all(Q["batch_counts"], (batch_id,))}
+
+    def claim_batches(self, holder: str, now: float, ttl: float, limit: int) -> list[Batch]:
+        if limit <= 0:
+            return []
+        with self._tx() as conn:
+            rows = conn.execute(Q["claim_batches"], (holder, now + ttl, now, limit)).fetchall()
+        return sorted((batch_from_row(r) for r in rows), key=lambda b: b.created_at)
+
+    def renew_batches(self, holder: str, batch_ids: Sequence[str], expires: float) -> set[str]:
+        ids = list(batch_ids)
+        if not ids:
+            return set()
+        with self._tx() as conn:
+            rows = conn.execute(Q["renew_batches"], (expires, holder, sorted(ids))).fetchall()
+        return {r["id"] for r in rows}
+
+    def release_batches(self, holder: str, batch_ids: Sequence[str]) -> None:
+        ids = list(batch_ids)
+        if ids:
+            with self._tx() as conn:
+                conn.execute(Q["release_batches"], (holder, sorted(ids)))
+
     def bury_process(self, holder: str) -> int:
         with self._tx() as conn:
             freed = int(conn.execute(Q["release_all"], (holder,)).rowcount)
+            freed += int(conn.execute(Q["release_all_batches"], (holder,)).rowcount)
             conn.execute(Q["drop_process"], (holder,))
         return freed
 

@@ -9,14 +9,18 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from taskdeck.models import Event, Origin, Task, TaskStatus
+from taskdeck.models import Batch, BatchStatus, Event, Origin, Task, TaskStatus
 from taskdeck.store.base import AppendEvent, PatchTask, Write
 
 __all__ = [
+    "BATCH_COLUMNS",
+    "BATCH_JSON_COLUMNS",
     "FOLLOWED",
     "JSON_COLUMNS",
     "TASK_COLUMNS",
     "Gathered",
+    "batch_from_row",
+    "batch_values",
     "event_from_row",
     "gather",
     "migration_files",
@@ -28,7 +32,7 @@ JSON_COLUMNS = frozenset({"request", "error", "warnings", "output", "progress"})
 TASK_COLUMNS = (
     "id owner processor request status created_at run_id interaction_id upstream_status error warnings output "
     "progress progress_meter cost_usd follow_up_of submitted_at first_event_at last_event_at completed_at message "
-    "lease_owner lease_expires submit_group submit_token submit_cursor submit_started_at"
+    "lease_owner lease_expires submit_group submit_token submit_cursor submit_started_at batch_id row_index"
 ).split()
 FOLLOWED = [s.value for s in TaskStatus if s.is_followed]
 
@@ -96,3 +100,27 @@ def gather(writes: Sequence[Write]) -> Iterator[Gathered | Write]:
             yield write
     if run.events or run.patches:
         yield run
+
+
+BATCH_COLUMNS = (
+    "id owner name status spec columns resume_key row_count created_at taskgroup_id added_rows events_cursor "
+    "completed_at lease_owner lease_expires"
+).split()
+BATCH_JSON_COLUMNS = frozenset({"spec", "columns"})
+
+
+def batch_values(batch: Batch) -> list[Any]:
+    """A batch's column values in ``BATCH_COLUMNS`` order, JSON columns as text."""
+    values = []
+    for col in BATCH_COLUMNS:
+        value = getattr(batch, col)
+        values.append(to_json(value) if col in BATCH_JSON_COLUMNS else value.value if col == "status" else value)
+    return values
+
+
+def batch_from_row(row: Mapping[str, Any]) -> Batch:
+    values = {k: row[k] for k in BATCH_COLUMNS}
+    for k in BATCH_JSON_COLUMNS:
+        values[k] = json.loads(values[k])
+    values["status"] = BatchStatus(values["status"])
+    return Batch(**values)

@@ -21,14 +21,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from taskdeck.models import Event, Task, TaskStatus
+from taskdeck.models import Batch, Event, Task, TaskStatus
 from taskdeck.store.base import (
     AdvanceGroupCursor,
     Announce,
     AppendEvent,
     FeedNote,
+    InsertBatch,
     InsertTask,
     OwnerGroup,
+    PatchBatch,
     PatchTask,
     ProcessInfo,
     PutKey,
@@ -38,10 +40,14 @@ from taskdeck.store.base import (
 )
 from taskdeck.store.queries import load
 from taskdeck.store.rows import (
+    BATCH_COLUMNS,
+    BATCH_JSON_COLUMNS,
     FOLLOWED,
     JSON_COLUMNS,
     TASK_COLUMNS,
     Gathered,
+    batch_from_row,
+    batch_values,
     event_from_row,
     gather,
     migration_files,
@@ -57,6 +63,21 @@ Q = load("sqlite.sql")
 def _marks(n: int) -> str:
     """One ``?`` per value of an IN list (SQLite has no array parameter)."""
     return ",".join("?" * n)
+
+
+_INSERT_BATCH = Q["insert_batch"].format(columns=", ".join(BATCH_COLUMNS), marks=_marks(len(BATCH_COLUMNS)))
+
+
+def _patch_batch(conn: sqlite3.Connection, patch: PatchBatch) -> None:
+    cols: list[str] = []
+    values: list[Any] = []
+    for key, value in patch.changes.items():
+        if key not in BATCH_COLUMNS or key in ("id", "owner", "resume_key"):
+            raise ValueError(f"unknown or fixed batch column {key!r}")
+        cols.append(key)
+        values.append(to_json(value) if key in BATCH_JSON_COLUMNS else getattr(value, "value", value))
+    if cols:
+        conn.execute(Q["patch_batch"].format(sets=", ".join(f"{c} = ?" for c in cols)), (*values, patch.batch_id))
 
 
 # Statements whose templates are filled from constants: filled once.
@@ -166,6 +187,10 @@ class SqliteStore:
                     self._announce(conn, item, inserted)
                 elif isinstance(item, PutKey):
                     conn.execute(Q["put_key"], (item.owner, item.ciphertext, item.last4, item.at, item.at))
+                elif isinstance(item, InsertBatch):
+                    conn.execute(_INSERT_BATCH, batch_values(item.batch))
+                elif isinstance(item, PatchBatch):
+                    _patch_batch(conn, item)
         return inserted
 
     def _append(self, conn: sqlite3.Connection, rows: list[AppendEvent]) -> list[Event]:
@@ -405,9 +430,49 @@ class SqliteStore:
         with self._tx() as conn:
             conn.execute(Q["drop_process"], (holder,))
 
+    # -- batches -------------------------------------------------------------------
+    def get_batch(self, batch_id: str) -> Batch | None:
+        row = self._conn().execute(Q["get_batch"], (batch_id,)).fetchone()
+        return batch_from_row(row) if row else None
+
+    def find_batch(self, owner: str, resume_key: str) -> Batch | None:
+        row = self._conn().execute(Q["find_batch"], (owner, resume_key)).fetchone()
+        return batch_from_row(row) if row else None
+
+    def list_batches(self, owner: str, *, limit: int = 50) -> list[Batch]:
+        return [batch_from_row(r) for r in self._conn().execute(Q["list_batches"], (owner, limit))]
+
+    def batch_rows(self, batch_id: str, *, after_index: int = -1, limit: int = 1000) -> list[Task]:
+        return [task_from_row(r) for r in self._conn().execute(Q["batch_rows"], (batch_id, after_index, limit))]
+
+    def batch_counts(self, batch_id: str) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._conn().execute(Q["batch_counts"], (batch_id,))}
+
+    def claim_batches(self, holder: str, now: float, ttl: float, limit: int) -> list[Batch]:
+        if limit <= 0:
+            return []
+        with self._tx() as conn:
+            rows = conn.execute(Q["claim_batches"], (holder, now + ttl, now, limit)).fetchall()
+        return sorted((batch_from_row(r) for r in rows), key=lambda b: b.created_at)
+
+    def renew_batches(self, holder: str, batch_ids: Sequence[str], expires: float) -> set[str]:
+        ids = list(batch_ids)
+        if not ids:
+            return set()
+        with self._tx() as conn:
+            rows = conn.execute(Q["renew_batches"].format(marks=_marks(len(ids))), (expires, holder, *ids))
+            return {r[0] for r in rows}
+
+    def release_batches(self, holder: str, batch_ids: Sequence[str]) -> None:
+        ids = list(batch_ids)
+        if ids:
+            with self._tx() as conn:
+                conn.execute(Q["release_batches"].format(marks=_marks(len(ids))), (holder, *ids))
+
     def bury_process(self, holder: str) -> int:
         with self._tx() as conn:
             freed = int(conn.execute(Q["release_all"], (holder,)).rowcount)
+            freed += int(conn.execute(Q["release_all_batches"], (holder,)).rowcount)
             conn.execute(Q["drop_process"], (holder,))
         return freed
 

@@ -100,12 +100,12 @@ DELETE FROM events WHERE task_id = %s;
 
 -- name: list_tasks
 -- One page of an owner's tasks. {filters}: and_* fragments; {order}: ASC or DESC.
-SELECT * FROM tasks WHERE owner = %s {filters}
+SELECT * FROM tasks WHERE owner = %s AND batch_id IS NULL {filters}
 ORDER BY created_at {order}, id {order} LIMIT %s;
 
 -- name: count_tasks
 -- Task counts by status. {filters}: and_* fragments.
-SELECT status, COUNT(*) AS n FROM tasks WHERE TRUE {filters} GROUP BY status;
+SELECT status, COUNT(*) AS n FROM tasks WHERE batch_id IS NULL {filters} GROUP BY status;
 
 -- name: and_owner
 -- Filter: the owner's tasks.
@@ -280,7 +280,7 @@ DELETE FROM rate_grants WHERE owner = %s AND at < %s;
 -- claiming at the same moment take different tasks, without waiting:
 -- (holder, expires, followed statuses, now, limit).
 UPDATE tasks SET lease_owner = %s, lease_expires = %s WHERE id IN (
- SELECT id FROM tasks WHERE status = ANY(%s)
+ SELECT id FROM tasks WHERE status = ANY(%s) AND batch_id IS NULL
  AND (lease_owner IS NULL OR lease_expires < %s)
  -- A task whose key was forgotten cannot be followed until its owner signs in again.
  AND owner IN (SELECT owner FROM api_keys WHERE length(ciphertext) > 0)
@@ -297,3 +297,54 @@ AND id = ANY(%b) ORDER BY id FOR UPDATE) RETURNING id;
 -- Give up the holder's leases on these tasks (rows locked in id order): (holder, sorted ids).
 UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE id IN (SELECT id FROM tasks
 WHERE lease_owner = %s AND id = ANY(%b) ORDER BY id FOR UPDATE);
+
+-- name: insert_batch
+-- A new batch. {columns}: the batch columns; {marks}: one `%s` each.
+INSERT INTO batches ({columns}) VALUES ({marks});
+
+-- name: patch_batch
+-- Set some columns of a batch. {sets}: `column = %s` each; then (values…, id).
+UPDATE batches SET {sets} WHERE id = %s;
+
+-- name: get_batch
+-- A batch by id.
+SELECT * FROM batches WHERE id = %s;
+
+-- name: find_batch
+-- An owner's batch of one input and spec: (owner, resume_key).
+SELECT * FROM batches WHERE owner = %s AND resume_key = %s;
+
+-- name: list_batches
+-- An owner's batches, newest first: (owner, limit).
+SELECT * FROM batches WHERE owner = %s ORDER BY created_at DESC, id DESC LIMIT %s;
+
+-- name: batch_rows
+-- A batch's rows in input order after a row index: (batch_id, after_index, limit).
+SELECT * FROM tasks WHERE batch_id = %s AND row_index > %s ORDER BY row_index LIMIT %s;
+
+-- name: batch_counts
+-- A batch's rows per status: (batch_id).
+SELECT status, COUNT(*) AS n FROM tasks WHERE batch_id = %s GROUP BY status;
+
+-- name: claim_batches
+-- Lease up to `limit` unfinished batches nobody holds, oldest first, whose owner's key is stored;
+-- SKIP LOCKED, as tasks: (holder, expires, now, limit).
+UPDATE batches SET lease_owner = %s, lease_expires = %s WHERE id IN (
+ SELECT id FROM batches WHERE status IN ('pending', 'running')
+ AND (lease_owner IS NULL OR lease_expires < %s)
+ AND owner IN (SELECT owner FROM api_keys WHERE length(ciphertext) > 0)
+ ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED
+) RETURNING *;
+
+-- name: renew_batches
+-- Extend the holder's leases on these batches; the ids still held: (expires, holder, ids).
+UPDATE batches SET lease_expires = %s WHERE id IN (SELECT id FROM batches WHERE lease_owner = %s
+AND id = ANY(%b) ORDER BY id FOR UPDATE) RETURNING id;
+
+-- name: release_batches
+-- Give up the holder's leases on these batches: (holder, ids).
+UPDATE batches SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = %s AND id = ANY(%b);
+
+-- name: release_all_batches
+-- Give up every batch lease of one holder (a process proven dead): (holder).
+UPDATE batches SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = %s;

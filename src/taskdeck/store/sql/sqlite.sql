@@ -124,12 +124,12 @@ DELETE FROM tasks WHERE id = ? {guard};
 
 -- name: list_tasks
 -- One page of an owner's tasks. {filters}: and_* fragments; {order}: ASC or DESC.
-SELECT * FROM tasks WHERE owner = ? {filters}
+SELECT * FROM tasks WHERE owner = ? AND batch_id IS NULL {filters}
 ORDER BY created_at {order}, id {order} LIMIT ?;
 
 -- name: count_tasks
 -- Task counts by status. {filters}: and_* fragments.
-SELECT status, COUNT(*) FROM tasks WHERE 1=1 {filters} GROUP BY status;
+SELECT status, COUNT(*) FROM tasks WHERE batch_id IS NULL {filters} GROUP BY status;
 
 -- name: and_owner
 -- Filter: the owner's tasks.
@@ -285,7 +285,7 @@ SELECT owner, holder, buckets, updated_at, final FROM rate_usage WHERE updated_a
 -- Lease up to `limit` followed tasks that nobody holds, newest activity first:
 -- (holder, expires, followed statuses…, now, limit). {followed}: one `?` per followed status.
 UPDATE tasks SET lease_owner = ?, lease_expires = ? WHERE id IN (
- SELECT id FROM tasks WHERE status IN ({followed})
+ SELECT id FROM tasks WHERE status IN ({followed}) AND batch_id IS NULL
  AND (lease_owner IS NULL OR lease_expires < ?)
  -- A task whose key was forgotten cannot be followed until its owner signs in again.
  AND owner IN (SELECT owner FROM api_keys WHERE length(ciphertext) > 0)
@@ -301,3 +301,53 @@ RETURNING id;
 -- Give up the holder's leases on these tasks: (holder, ids…). {marks}: one `?` per id.
 UPDATE tasks SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ?
 AND id IN ({marks});
+
+-- name: insert_batch
+-- A new batch. {columns}: the batch columns; {marks}: one `?` each.
+INSERT INTO batches ({columns}) VALUES ({marks});
+
+-- name: patch_batch
+-- Set some columns of a batch. {sets}: `column = ?` each; then (values…, id).
+UPDATE batches SET {sets} WHERE id = ?;
+
+-- name: get_batch
+-- A batch by id.
+SELECT * FROM batches WHERE id = ?;
+
+-- name: find_batch
+-- An owner's batch of one input and spec: (owner, resume_key).
+SELECT * FROM batches WHERE owner = ? AND resume_key = ?;
+
+-- name: list_batches
+-- An owner's batches, newest first: (owner, limit).
+SELECT * FROM batches WHERE owner = ? ORDER BY created_at DESC, id DESC LIMIT ?;
+
+-- name: batch_rows
+-- A batch's rows in input order after a row index: (batch_id, after_index, limit).
+SELECT * FROM tasks WHERE batch_id = ? AND row_index > ? ORDER BY row_index LIMIT ?;
+
+-- name: batch_counts
+-- A batch's rows per status: (batch_id).
+SELECT status, COUNT(*) FROM tasks WHERE batch_id = ? GROUP BY status;
+
+-- name: claim_batches
+-- Lease up to `limit` unfinished batches nobody holds, oldest first, whose owner's key is stored:
+-- (holder, expires, now, limit).
+UPDATE batches SET lease_owner = ?, lease_expires = ? WHERE id IN (
+ SELECT id FROM batches WHERE status IN ('pending', 'running')
+ AND (lease_owner IS NULL OR lease_expires < ?)
+ AND owner IN (SELECT owner FROM api_keys WHERE length(ciphertext) > 0)
+ ORDER BY created_at LIMIT ?) RETURNING *;
+
+-- name: renew_batches
+-- Extend the holder's leases on these batches; the ids still held: (expires, holder, ids…).
+-- {marks}: one `?` per id.
+UPDATE batches SET lease_expires = ? WHERE lease_owner = ? AND id IN ({marks}) RETURNING id;
+
+-- name: release_batches
+-- Give up the holder's leases on these batches: (holder, ids…). {marks}: one `?` per id.
+UPDATE batches SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ? AND id IN ({marks});
+
+-- name: release_all_batches
+-- Give up every batch lease of one holder (a process proven dead): (holder).
+UPDATE batches SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ?;
