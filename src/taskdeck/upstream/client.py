@@ -237,6 +237,104 @@ class Upstream:
             raise self._note_429(owner, _classify(exc)) from exc
         return runs
 
+    async def add_runs(
+        self,
+        owner: str,
+        api_key: str,
+        taskgroup_id: str,
+        inputs: list[dict[str, Any]],
+        *,
+        default_task_spec: dict[str, Any] | None,
+        betas: list[str],
+        timeout: float,  # noqa: ASYNC109 - the HTTP timeout of this request, passed to the SDK
+    ) -> dict[str, Any]:
+        """POST /v1/tasks/groups/{id}/runs with up to 1,000 inputs: one request of the budget, as a create.
+
+        The TaskGroupRunResponse: ``run_ids`` in the order of ``inputs``, and the cursors (contract §9).
+        """
+        if not 1 <= len(inputs) <= 1000:
+            raise UpstreamError(None, f"add_runs takes 1 to 1,000 inputs, not {len(inputs)}", local=True)
+        groups = self._client(api_key).task_group.with_raw_response
+        extra: dict[str, Any] = {}
+        if default_task_spec is not None:
+            extra["default_task_spec"] = default_task_spec
+        return await self._call(
+            owner,
+            lambda: groups.add_runs(
+                taskgroup_id,
+                inputs=inputs,  # type: ignore[arg-type]
+                refresh_status=False,
+                betas=betas,
+                timeout=httpx.Timeout(timeout, connect=10.0),
+                **extra,
+            ),
+            creates=True,
+        )
+
+    async def group_run_states(
+        self,
+        owner: str,
+        api_key: str,
+        taskgroup_id: str,
+        *,
+        after: str | None,
+        include_input: bool = False,
+        include_output: bool = False,
+        read_timeout: float = 60.0,
+    ) -> list[dict[str, Any]]:
+        """GET /v1/tasks/groups/{id}/runs: every ``task_run.state`` event after ``after`` (its ``event_id``,
+        ``run``, and ``input``/``output`` when asked), in the stream's order. One request, whatever the size.
+        """
+        await self._send(owner)
+        client = self._client(api_key)
+        states: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "include_input": include_input,
+            "include_output": include_output,
+            "timeout": httpx.Timeout(30.0, read=read_timeout),
+        }
+        if after:
+            kwargs["last_event_id"] = after
+        try:
+            async with client.task_group.with_streaming_response.get_runs(taskgroup_id, **kwargs) as response:
+                async for message in iter_messages(response.iter_bytes()):
+                    payload = message.payload
+                    if payload is None:
+                        continue
+                    if payload.get("type") == "error":
+                        err = payload.get("error") or {}
+                        raise UpstreamError(None, f"error listing the group's runs: {err.get('message')}")
+                    if payload.get("type") == "task_run.state" and isinstance(payload.get("run"), dict):
+                        states.append(storable(payload))
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise self._note_429(owner, _classify(exc)) from exc
+        return states
+
+    @asynccontextmanager
+    async def group_events(
+        self, owner: str, api_key: str, taskgroup_id: str, *, after: str | None, read_timeout: float
+    ) -> AsyncIterator[AsyncIterator[SseMessage]]:
+        """Open a group's event stream after ``after`` (its last ``event_id``); yields its messages.
+
+        Parallel closes it after an hour, or once no run is active (contract §9): reopen with the last id.
+        """
+        await self._send(owner)
+        client = self._client(api_key)
+        kwargs: dict[str, Any] = {"timeout": httpx.Timeout(30.0, read=read_timeout)}
+        if after:
+            kwargs["last_event_id"] = after
+        try:
+            cm = client.task_group.with_streaming_response.events(taskgroup_id, **kwargs)
+            response = await cm.__aenter__()
+        except Exception as exc:
+            raise self._note_429(owner, _classify(exc)) from exc
+        try:
+            yield iter_messages(response.iter_bytes())
+        finally:
+            await cm.__aexit__(None, None, None)
+
     async def create_run(self, owner: str, api_key: str, request: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/tasks/runs; the TaskRun as sent."""
         kwargs = {k: request[k] for k in CREATE_FIELDS if request.get(k) is not None}
