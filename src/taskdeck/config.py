@@ -125,6 +125,7 @@ class Settings:
     )
     lease_ttl: float = field(default=30.0, metadata={"help": "Seconds a run's lease lasts without a heartbeat."})
     heartbeat_interval: float = field(default=10.0, metadata={"help": "Seconds between lease heartbeats."})
+    max_batches: int = field(default=20, metadata={"help": "Most batches one engine runs at once."})
     local_takeover: bool = field(
         default=True,
         metadata={

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from taskdeck.config import Settings
+from taskdeck.engine.batches import BatchDesk, BatchPorts, build_batch
 from taskdeck.engine.bridge import bridge_for
 from taskdeck.engine.catalog import Catalog
 from taskdeck.engine.feed import Feed
@@ -29,10 +30,10 @@ from taskdeck.engine.groups import OwnerGroups
 from taskdeck.engine.intake import IntakeError, key_record, new_task, validate_request
 from taskdeck.engine.machine import holder_name, node_of, pid_gone
 from taskdeck.engine.ratelimit import RateBudget
-from taskdeck.engine.writer import Writer, note
-from taskdeck.models import ACTIVE_UPSTREAM, Task, TaskStatus, new_task_id
+from taskdeck.engine.writer import WriteFailed, Writer, note
+from taskdeck.models import ACTIVE_UPSTREAM, Batch, Task, TaskStatus, new_task_id
 from taskdeck.processors import get_processor
-from taskdeck.store.base import AppendEvent, InsertTask, PatchTask, ProcessInfo, Store
+from taskdeck.store.base import AppendEvent, InsertBatch, InsertTask, PatchTask, ProcessInfo, Store
 from taskdeck.store.open import open_store
 from taskdeck.store.rows import FOLLOWED
 from taskdeck.upstream.client import Upstream, UpstreamError
@@ -89,6 +90,19 @@ class Engine:
             lease_fresh=self.lease_fresh,
             stored_keys=lambda task_id: self.db(self.store.dedup_keys, task_id),
         )
+        self.desk = BatchDesk(
+            BatchPorts(
+                settings=settings,
+                writer=self.writer,
+                upstream=self.upstream,
+                lease_fresh=self.lease_fresh,
+                rows=lambda batch_id, after, limit: self.db(
+                    lambda: self.store.batch_rows(batch_id, after_index=after, limit=limit)
+                ),
+            ),
+            self.holder,
+            self.api_key,
+        )
         # When our leases were last known renewed (monotonic); a create is only sent while they are fresh.
         self._renewed_at = time.monotonic()
         self._spend_locks: dict[str, asyncio.Lock] = {}
@@ -124,6 +138,7 @@ class Engine:
                 loop_task.cancel()
         for follower in self.followers.values():
             follower.stop()
+        batches = await self.desk.stop(grace / 3)
         tasks = [*self._tasks.values(), *self._checks]
         for task in tasks:
             task.cancel()
@@ -137,6 +152,8 @@ class Engine:
         held = list(self.followers)
         if held:
             await self.db(self.store.release, self.holder, held)
+        if batches:
+            await self.db(self.store.release_batches, self.holder, batches)
         # A final report: whoever follows knows exactly what we spent, with no allowance for a crash.
         usage = self.budget.usage()
         await self.db(lambda: self.store.put_usage(self.holder, usage, time.time(), final=True))
@@ -203,12 +220,73 @@ class Engine:
         claimed = await self.db(self.store.claim, self.holder, now, ttl, room)
         for task in claimed:
             await self._start_follower(task)
+        await self._batches_heartbeat(now)
         stale = time.monotonic() - self.settings.status_poll_after
         for follower in list(self.followers.values()):
             if follower.status == TaskStatus.QUEUED and not follower.polling and follower.last_status_at < stale:
                 check = asyncio.create_task(follower.check_status())
                 self._checks.add(check)
                 check.add_done_callback(self._checks.discard)
+
+    async def _batches_heartbeat(self, now: float) -> None:
+        """Renew the batches supervised here, drop those lost, claim unfinished ones nobody holds."""
+        held = self.desk.held()
+        if held:
+            kept = await self.db(self.store.renew_batches, self.holder, held, now + self.settings.lease_ttl)
+            for batch_id in held:
+                if batch_id not in kept:
+                    log.warning("lost the lease of batch %s (taken over or deleted); stopped running it", batch_id)
+                    self.desk.drop(batch_id)
+        if not self.follows:
+            return
+        room = self.settings.max_batches - len(self.desk.held())
+        claimed = await self.db(self.store.claim_batches, self.holder, now, self.settings.lease_ttl, room)
+        for batch in claimed:
+            log.info("claimed batch %s (%d rows)", batch.id, batch.row_count)
+            await self.desk.start(batch)
+
+    async def create_batch(
+        self,
+        api_key: str,
+        *,
+        name: str,
+        columns: list[str],
+        rows: list[dict[str, Any]],
+        spec: dict[str, Any],
+        digest: str,
+    ) -> tuple[Batch, bool]:
+        """Store a batch and its rows and start it; or, for an input and spec seen before, the batch
+        already made (True: resumed, nothing new is paid). Raises IntakeError for bad input."""
+        owner = self.vault.owner(api_key)
+        batch, tasks = await asyncio.to_thread(
+            build_batch,
+            owner,
+            name,
+            columns,
+            rows,
+            spec,
+            digest,
+            holder=self._lease_holder,
+            lease_ttl=self.settings.lease_ttl,
+        )
+        found = await self.db(self.store.find_batch, owner, batch.resume_key)
+        if found is not None:
+            return found, True
+        await self.remember_key(api_key)
+        async with self._spend_locks.setdefault(owner, asyncio.Lock()):
+            await self._check_budget(owner, sum(t.cost_usd or 0.0 for t in tasks))
+            try:
+                await self.writer.commit([InsertBatch(batch), *map(InsertTask, tasks)], owner)
+            except WriteFailed:
+                # The same input and spec, stored meanwhile by another request: that one is the batch.
+                found = await self.db(self.store.find_batch, owner, batch.resume_key)
+                if found is None:
+                    raise
+                return found, True
+        log.info("batch %s created: %d rows", batch.id, len(tasks))
+        if self.follows:
+            await self.desk.start(batch)
+        return batch, False
 
     async def _bury_the_dead(self) -> None:
         """Free at once the leases of siblings on this machine whose pid is gone (engine/machine.py).
