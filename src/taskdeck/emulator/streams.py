@@ -147,7 +147,10 @@ async def stream_group_events(writer: SseWriter, group: Group, after: GroupEvent
         last = after
     if not await writer.event("task_group_status", _status_event(group, last)):
         return
-    while group.status()["is_active"]:
+    # Until no run is active *and* every completion is out. The status alone is not enough: it is read
+    # after a batch was written, and a run that ended while the writes waited on a slow client (after
+    # the batch was taken) would otherwise never be sent, though the group then reads as done.
+    while group.status()["is_active"] or group.has_events_after(last):
         next_ns = group.next_end_ns(last[0])
         # Wake at least every second: runs added meanwhile may end sooner than the next known end.
         wake = min(deadline, mono_from_ns(next_ns) if next_ns else deadline, time.monotonic() + 1.0)
