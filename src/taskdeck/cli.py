@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -339,6 +340,136 @@ def submit(
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps({"id": task.id, "status": task.status.value, "processor": task.processor}))
+
+
+@app.command()
+def enrich(
+    source: Annotated[Path, typer.Argument(help="The table: CSV (any common dialect), a JSON array, or JSONL.")],
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Where to write the enriched CSV (default: stdout).")
+    ] = None,
+    processor: Annotated[str, typer.Option(help="Processor for every row, e.g. lite, base, core, pro.")] = "core",
+    output: Annotated[
+        list[str] | None,
+        typer.Option(help="An output column: 'name: description' or 'name:type: description' (repeatable)."),
+    ] = None,
+    schema: Annotated[Path | None, typer.Option(help="A JSON schema file for the output, instead of --output.")] = None,
+    columns: Annotated[
+        list[str] | None, typer.Option("--column", help="Input column to send (repeatable; default: all).")
+    ] = None,
+    template: Annotated[
+        str | None, typer.Option(help="Send each row as text instead: a template such as 'CEO of {company}?'.")
+    ] = None,
+    metadata: Annotated[
+        str | None, typer.Option(help='Metadata for every row\'s run, a JSON object, e.g. \'{"team": "sales"}\'.')
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the first requests and the total cost; send nothing.")] = False,
+    allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when some rows failed.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Progress and summary as JSON lines on stderr.")] = False,
+    api_key: Annotated[str | None, typer.Option(envvar="PARALLEL_API_KEY", help="Parallel API key.")] = None,
+    db: DbOption = None,
+    base_url: BaseUrlOption = None,
+) -> None:
+    """Enrich a table: one Parallel run per row, all in one task group, the result in row order.
+
+    Ctrl-C leaves the batch running at Parallel; running the same command again (same file, same
+    options) resumes it and pays for nothing twice. Exit code: 0 when every row succeeded (or
+    --allow-failures), 1 when some failed, 2 for bad input, 130 when interrupted.
+    """
+    import asyncio
+    import dataclasses
+    import json
+
+    from taskdeck.batchinput import TableError, read_table
+    from taskdeck.engine.batches import build_batch
+    from taskdeck.engine.intake import IntakeError
+    from taskdeck.enrich import build_spec, run_enrich, write_csv
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"error: {message}", err=True)
+        return typer.Exit(2)
+
+    try:
+        loaded = json.loads(schema.read_text()) if schema is not None else None
+        spec = build_spec(processor, output or [], loaded, columns, template)
+        if metadata is not None:
+            parsed = _maybe_json(metadata)
+            if not isinstance(parsed, dict):
+                raise ValueError("--metadata must be a JSON object")
+            spec["metadata"] = parsed
+    except (ValueError, OSError) as exc:
+        raise fail(str(exc)) from None
+    if not api_key:
+        raise fail("no API key: set PARALLEL_API_KEY or pass --api-key")
+    settings = _settings(db, base_url)
+    # This command runs its batch and nothing else (other tasks in the database are left to servers/workers).
+    settings = dataclasses.replace(settings, max_followers=0)
+    if dry_run:
+        try:
+            with read_table(source) as table:
+                values = [dict(r.values) for r in table.rows()]
+                _, tasks = build_batch(
+                    "dry-run", source.name, table.columns, values, spec, table.digest, holder=None, lease_ttl=0
+                )
+        except (TableError, IntakeError) as exc:
+            raise fail(getattr(exc, "message", str(exc))) from None
+        for task in tasks[:3]:
+            typer.echo(json.dumps(task.request, ensure_ascii=False))
+        cost = sum(t.cost_usd or 0.0 for t in tasks)
+        typer.echo(f"{len(tasks)} rows x {processor}: ${cost:,.2f} in all (nothing was sent)", err=True)
+        return
+
+    def progress(batch: object, counts: dict[str, int], elapsed: float) -> None:
+        done = counts.get("completed", 0)
+        failed = sum(n for k, n in counts.items() if k in ("failed", "rejected", "cancelled", "submit_unknown"))
+        total = sum(counts.values())
+        running = total - done - failed
+        rate = (done + failed) / elapsed if elapsed > 0 else 0.0
+        eta = f"{running / rate:,.0f} s" if rate > 0 and running else "—"
+        if json_out:
+            typer.echo(
+                json.dumps({"done": done, "failed": failed, "running": running, "total": total, "eta": eta}), err=True
+            )
+        else:
+            end = "\n" if not sys.stderr.isatty() else "\r"
+            line = f"rows {done + failed:,}/{total:,}: {done:,} done, {failed:,} failed, {running:,} running"
+            sys.stderr.write(f"{line}; ETA {eta}   {end}")
+            sys.stderr.flush()
+
+    try:
+        result, inputs = asyncio.run(run_enrich(settings, api_key, source, spec, progress=progress))
+    except (TableError, IntakeError) as exc:
+        raise fail(getattr(exc, "message", str(exc))) from None
+    if not json_out and sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if result.resumed:
+        typer.echo(f"resumed batch {result.batch.id} (same input and options): nothing was created twice", err=True)
+    if result.interrupted:
+        typer.echo(
+            f"stopped following batch {result.batch.id}; it goes on at Parallel. Run the same command again "
+            "to resume it (nothing is paid twice).",
+            err=True,
+        )
+        raise typer.Exit(130)
+    from taskdeck.store.open import open_store
+
+    store = open_store(settings.store_url)
+    try:
+        rows = store.batch_rows(result.batch.id, limit=result.batch.row_count + 1)
+    finally:
+        store.close()
+    if out is None:
+        write_csv(sys.stdout, result.batch, rows, inputs)
+    else:
+        with out.open("w", newline="", encoding="utf-8") as handle:
+            write_csv(handle, result.batch, rows, inputs)
+    summary = {"batch": result.batch.id, "rows": len(rows), "failed": result.failed, "out": str(out) if out else None}
+    typer.echo(
+        json.dumps(summary) if json_out else f"batch {result.batch.id}: {len(rows)} rows, {result.failed} failed",
+        err=True,
+    )
+    if result.failed and not allow_failures:
+        raise typer.Exit(1)
 
 
 def _maybe_json(text: str) -> object:

@@ -1,0 +1,164 @@
+"""``taskdeck enrich``: a table in, the same table with output columns out, through one batch.
+
+Runs on the local database with an engine inside the command (the batch is a normal batch: the web UI
+of a server on the same database shows it live). The batch is keyed by the input's bytes and the spec,
+so running the same command again after Ctrl-C or a crash resumes the same batch and pays nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from taskdeck.batchinput import read_table
+from taskdeck.config import Settings
+from taskdeck.models import Batch, BatchStatus, Task, TaskStatus
+from taskdeck.processors import get_processor
+from taskdeck.web.views import safe_cell
+
+__all__ = ["EnrichResult", "build_spec", "parse_output", "run_enrich", "write_csv"]
+
+TYPES = {
+    "str": "string",
+    "string": "string",
+    "text": "string",
+    "int": "integer",
+    "integer": "integer",
+    "float": "number",
+    "number": "number",
+    "bool": "boolean",
+    "boolean": "boolean",
+}
+
+
+def parse_output(text: str) -> tuple[str, dict[str, Any]]:
+    """``"name: description"`` or ``"name:type: description"`` → (name, JSON-schema property)."""
+    parts = [p.strip() for p in text.split(":", 2)]
+    if len(parts) == 3 and parts[1].lower() in TYPES:
+        name, kind, description = parts[0], TYPES[parts[1].lower()], parts[2]
+    elif len(parts) >= 2:
+        name, kind, description = parts[0], "string", ":".join(parts[1:]).strip()
+    else:
+        raise ValueError(f"--output {text!r}: write it as 'name: description' or 'name:type: description'")
+    if not name.isidentifier():
+        raise ValueError(f"--output {text!r}: the name {name!r} must be a simple identifier (letters, digits, _)")
+    if not description:
+        raise ValueError(f"--output {text!r}: say what the column should hold after the name")
+    return name, {"type": kind, "description": description}
+
+
+def build_spec(
+    processor: str,
+    outputs: list[str],
+    schema: dict[str, Any] | None,
+    columns: list[str] | None,
+    template: str | None,
+) -> dict[str, Any]:
+    """The batch spec from the command's options (one task_spec for every row)."""
+    if get_processor(processor) is None:
+        raise ValueError(f"--processor {processor!r} is not a Parallel processor")
+    spec: dict[str, Any] = {"processor": processor}
+    if schema is not None:
+        spec["task_spec"] = {"output_schema": {"type": "json", "json_schema": schema}}
+    elif outputs:
+        props = dict(parse_output(o) for o in outputs)
+        json_schema = {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+        spec["task_spec"] = {"output_schema": {"type": "json", "json_schema": json_schema}}
+    if columns:
+        spec["columns"] = columns
+    if template:
+        spec["template"] = template
+    return spec
+
+
+@dataclass(frozen=True)
+class EnrichResult:
+    batch: Batch
+    resumed: bool
+    counts: dict[str, int]
+    interrupted: bool
+
+    @property
+    def failed(self) -> int:
+        return sum(n for s, n in self.counts.items() if TaskStatus(s).is_terminal and s != "completed")
+
+
+def output_fields(spec: dict[str, Any]) -> list[str]:
+    """The output columns of a spec's JSON schema (``output`` for text results)."""
+    schema = ((spec.get("task_spec") or {}).get("output_schema") or {}).get("json_schema") or {}
+    props = schema.get("properties")
+    return list(props) if isinstance(props, dict) else ["output"]
+
+
+def write_csv(out: TextIO, batch: Batch, rows: list[Task], inputs: list[dict[str, Any]]) -> None:
+    """The input table with the output columns, a status and an error column, in input order.
+
+    Cells a spreadsheet would run as a formula are written as text (a leading ``'``).
+    """
+    fields = output_fields(batch.spec)
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([*(safe_cell(c) for c in batch.columns), *(safe_cell(f) for f in fields), "status", "error"])
+    for row, values in zip(rows, inputs, strict=True):
+        content = (row.output or {}).get("content")
+        # A text result (no schema) fills the one ``output`` column.
+        outs = [content.get(f) for f in fields] if isinstance(content, dict) else [content, *[None] * (len(fields) - 1)]
+        error = row.message or ((row.error or {}).get("message") if row.error else None) or ""
+        cells = [*(values.get(c) for c in batch.columns), *outs]
+        text = ["" if v is None else v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in cells]
+        writer.writerow([*(safe_cell(v) for v in text), row.status.value, safe_cell(error)])
+
+
+async def run_enrich(
+    settings: Settings,
+    api_key: str,
+    source: Path,
+    spec: dict[str, Any],
+    *,
+    progress: Callable[[Batch, dict[str, int], float], None],
+) -> tuple[EnrichResult, list[dict[str, Any]]]:
+    """Create (or resume) the batch of ``source`` and follow it to its end, or until SIGINT/SIGTERM."""
+    from taskdeck.engine import Engine
+
+    with read_table(source) as table:
+        inputs = [dict(r.values) for r in table.rows()]
+        columns, digest = table.columns, table.digest
+        for warning in table.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    engine = Engine(settings, kind="cli")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await engine.start()
+    try:
+        batch, resumed = await engine.create_batch(
+            api_key, name=source.name, columns=columns, rows=inputs, spec=spec, digest=digest
+        )
+        # Resumed: a batch whose command stopped is claimed by this engine's next heartbeat (once its
+        # lease expired); one already completed is written out at once.
+        started = time.monotonic()
+        while True:
+            current = await engine.db(engine.store.get_batch, batch.id)
+            counts = await engine.db(engine.store.batch_counts, batch.id)
+            if current is not None:
+                batch = current
+            progress(batch, counts, time.monotonic() - started)
+            if batch.status == BatchStatus.COMPLETED or stop.is_set():
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+            except TimeoutError:
+                continue
+        return EnrichResult(batch, resumed, counts, interrupted=stop.is_set()), inputs
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await engine.stop()

@@ -1,0 +1,119 @@
+"""``taskdeck enrich`` as a person runs it: a real CSV, the real CLI process, the emulator as Parallel."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from workers import wait_for
+
+from taskdeck.emulator import BackgroundEmulator, EmulatorSettings
+
+KEY = "enrich-cli-key"
+
+
+@pytest.fixture
+def emu() -> Iterator[BackgroundEmulator]:
+    with BackgroundEmulator(EmulatorSettings(port=0, time_scale=0.005)) as emulator:
+        yield emulator
+
+
+def _runs_created(emu: BackgroundEmulator) -> int:
+    keys = httpx.get(f"{emu.url}/_emulator/stats").json()["keys"]
+    return sum(int(k["runs"]) for k in keys.values())
+
+
+def _enrich(tmp_path: Path, emu: BackgroundEmulator, *args: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "PARALLEL_API_KEY": KEY,
+        "TASKDECK_SECRET_KEY": "enrich-secret",
+        "TASKDECK_HEARTBEAT_INTERVAL": "0.3",
+        "TASKDECK_LEASE_TTL": "1.5",
+        "TASKDECK_BACKOFF_BASE": "0.05",
+    }
+    cmd = [sys.executable, "-m", "taskdeck", "enrich", *args, "--db", str(tmp_path / "t.db"), "--base-url", emu.url]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _companies(path: Path, n: int) -> Path:
+    # A BOM, a semicolon dialect, a quoted newline and a cell a spreadsheet would run as a formula.
+    with path.open("w", encoding="utf-8-sig", newline="") as f:
+        writer = csv.writer(f, delimiter=";")
+        writer.writerow(["company", "note"])
+        for i in range(n):
+            writer.writerow([f"Company {i}", '=HYPERLINK("x")' if i == 0 else f"line one\nline two {i}"])
+    return path
+
+
+def test_enrich_writes_every_row_in_order_and_a_rerun_pays_nothing(tmp_path: Path, emu: BackgroundEmulator) -> None:
+    source = _companies(tmp_path / "companies.csv", 25)
+    out = tmp_path / "enriched.csv"
+    args = [
+        str(source),
+        "-o",
+        str(out),
+        "--processor",
+        "lite",
+        "--output",
+        "ceo: name of the CEO",
+        "--output",
+        "founded:int: year founded",
+    ]
+    proc = _enrich(tmp_path, emu, *args)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    with out.open(newline="", encoding="utf-8") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["company", "note", "ceo", "founded", "status", "error"]
+    assert [r[0] for r in table[1:]] == [f"Company {i}" for i in range(25)]  # input order
+    assert all(r[2] and r[3].isdigit() and r[4] == "completed" for r in table[1:])
+    assert table[1][1].startswith("'=")  # spreadsheet-safe
+    assert table[2][1] == "line one\nline two 1"
+    created = _runs_created(emu)
+    assert created == 25
+
+    again = _enrich(tmp_path, emu, *args)
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert "resumed batch" in err
+    assert _runs_created(emu) == created  # the same file and options: nothing created twice
+
+
+def test_ctrl_c_leaves_the_batch_running_and_the_same_command_resumes_it(
+    tmp_path: Path, emu: BackgroundEmulator
+) -> None:
+    source = _companies(tmp_path / "companies.csv", 12)
+    # 2,000 emulated seconds: about 10 s here, long enough to interrupt the command mid-batch.
+    args = [str(source), "-o", str(tmp_path / "out.csv"), "--processor", "lite", "--template", "Who runs {company}?"]
+    env_meta = ["--output", "ceo: name of the CEO", "--metadata", '{"emulator": "duration=2000"}']
+    proc = _enrich(tmp_path, emu, *args, *env_meta)
+    wait_for(lambda: _runs_created(emu) == 12, 60, "the batch's runs to be created")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "goes on at Parallel" in err
+    rerun = _enrich(tmp_path, emu, *args, *env_meta)
+    _, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    assert _runs_created(emu) == 12  # paid once
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]
+    assert [r[0] for r in rows] == [f"Company {i}" for i in range(12)] and {r[-2] for r in rows} == {"completed"}
+
+
+def test_dry_run_prints_the_requests_and_the_cost_and_sends_nothing(tmp_path: Path, emu: BackgroundEmulator) -> None:
+    source = _companies(tmp_path / "companies.csv", 40)
+    proc = _enrich(tmp_path, emu, str(source), "--processor", "core", "--output", "ceo: the CEO", "--dry-run")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert len(out.strip().splitlines()) == 3 and '"Company 0"' in out
+    assert "40 rows x core: $1.00 in all" in err
+    assert _runs_created(emu) == 0
