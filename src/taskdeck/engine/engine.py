@@ -42,6 +42,8 @@ from taskdeck.vault import KeyVault
 __all__ = ["Engine"]
 
 log = logging.getLogger("taskdeck.engine")
+# Seconds a sibling on this machine must have been seen dead before its leases are freed (engine/machine.py).
+LOCAL_TAKEOVER_GRACE = 3.0
 USAGE_REPORT_INTERVAL = 1.0
 T = TypeVar("T")
 
@@ -106,6 +108,7 @@ class Engine:
         # When our leases were last known renewed (monotonic); a create is only sent while they are fresh.
         self._renewed_at = time.monotonic()
         self._spend_locks: dict[str, asyncio.Lock] = {}
+        self._seen_dead: dict[str, float] = {}  # sibling holder -> when (monotonic) we first saw its pid gone
         self.followers: dict[str, Follower] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._keys: dict[str, str] = {}
@@ -296,9 +299,16 @@ class Engine:
         """
         if self.node is None:
             return
+        now = time.monotonic()
         for proc in await self.db(self.store.processes):
             if proc.holder == self.holder or node_of(proc.holder) != self.node or not pid_gone(proc.pid):
+                self._seen_dead.pop(proc.holder, None)
                 continue
+            # Its sockets closed when it died, but Parallel may take a moment to notice: wait a little
+            # before anyone opens a stream it still counts open (never two streams for one run).
+            if now - self._seen_dead.setdefault(proc.holder, now) < LOCAL_TAKEOVER_GRACE:
+                continue
+            self._seen_dead.pop(proc.holder, None)
             freed = await self.db(self.store.bury_process, proc.holder)
             log.warning(
                 "takeover: process %s (pid %d on this machine) is gone; released its %d lease(s) now "
