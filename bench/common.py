@@ -39,8 +39,8 @@ class EmulatorProcess:
             self.proc.wait()
 
 
-def start_emulator(*args: str) -> EmulatorProcess:
-    """Start ``taskdeck emulator --port 0 ARGS`` and wait until it says where it listens."""
+def start_emulator(*args: str, log: Path | None = None) -> EmulatorProcess:
+    """Start ``taskdeck emulator --port 0 ARGS`` and wait until it says where it listens (its output: ``log``)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "taskdeck", "emulator", "--port", "0", "--log-level", "info", *args],
         stderr=subprocess.PIPE,
@@ -48,13 +48,25 @@ def start_emulator(*args: str) -> EmulatorProcess:
     )
     stream: IO[str] | None = proc.stderr
     assert stream is not None
+    out = log.open("a") if log is not None else None
     for line in stream:
+        if out is not None:
+            out.write(line)
         found = re.search(r"Uvicorn running on (http://\S+)", line)
         if found:
             # Keep draining stderr so a chatty emulator never blocks on a full pipe.
-            threading.Thread(target=stream.read, daemon=True).start()
+            threading.Thread(target=_drain, args=(stream, out), daemon=True).start()
             return EmulatorProcess(proc, found.group(1))
     raise RuntimeError("the emulator exited before it started listening")
+
+
+def _drain(stream: IO[str], out: IO[str] | None) -> None:
+    for line in stream:
+        if out is not None:
+            out.write(line)
+            out.flush()
+    if out is not None:
+        out.close()
 
 
 def machine() -> dict[str, Any]:
