@@ -119,10 +119,18 @@ class Engine:
         # every call in flight before it closes the connections (closing under a running query
         # crashes sqlite3).
         self._db_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="taskdeck-db")
+        # Lease renewals get a thread of their own: queued behind thousands of followers' start-up reads
+        # (bench scale-out, 5,000 runs per worker) a renewal came late, leases expired under open streams,
+        # and other workers opened second streams for the same runs.
+        self._lease_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskdeck-leases")
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call on the engine's database threads."""
         return await asyncio.get_running_loop().run_in_executor(self._db_pool, fn, *args)
+
+    async def lease_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a lease-keeping store call (renew, claim, register) on its own thread, never behind reads."""
+        return await asyncio.get_running_loop().run_in_executor(self._lease_pool, fn, *args)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -164,6 +172,7 @@ class Engine:
         await self.db(self.store.drop_process, self.holder)
         await self.upstream.close()
         await asyncio.get_running_loop().run_in_executor(None, self._db_pool.shutdown, True)
+        await asyncio.get_running_loop().run_in_executor(None, self._lease_pool.shutdown, True)
         self.store.close()
 
     async def _tick_loop(self) -> None:
@@ -195,13 +204,11 @@ class Engine:
         started = time.monotonic()
         now = time.time()
         ttl = self.settings.lease_ttl
-        # Learn the rate budget others (or a dead predecessor) spent before claiming anything.
-        reports = await self.db(self.store.get_usage, now - self.settings.rate_window - 10.0, self.holder)
-        self.budget.set_external(reports, now, USAGE_REPORT_INTERVAL)
-        if self.followers:
-            # Only the followers that existed when renewing: one started meanwhile holds a fresh lease.
-            renewing = list(self.followers)
-            held = await self.db(self.store.renew, self.holder, renewing, now + ttl)
+        # Only the followers that existed when renewing: one started meanwhile holds a fresh lease.
+        renewing = list(self.followers)
+        held = await self.lease_db(self.store.renew, self.holder, renewing, now + ttl) if renewing else set()
+        self._renewed_at = started
+        if renewing:
             for task_id in renewing:
                 if task_id not in held and task_id in self.followers:
                     log.warning("lost the lease of %s (taken over or deleted); stopped following it", task_id)
@@ -214,13 +221,16 @@ class Engine:
                     self._keys.pop(follower.task.owner, None)
                     self._drop(task_id)
                     await self.db(self.store.release, self.holder, [task_id])
-        self._renewed_at = started
-        await self.db(self.store.put_process, self._process_info(now))
+        # Learn the rate budget others (or a dead predecessor) spent before claiming anything; after the
+        # renewal, which must never wait behind other work.
+        reports = await self.db(self.store.get_usage, now - self.settings.rate_window - 10.0, self.holder)
+        self.budget.set_external(reports, now, USAGE_REPORT_INTERVAL)
+        await self.lease_db(self.store.put_process, self._process_info(now))
         await self._bury_the_dead()
         room = self.settings.max_followers - len(self.followers) if self.follows else 0
         if room > 0 or len(self.followers) > 1:
             room = min(room, await self._rebalance(now))
-        claimed = await self.db(self.store.claim, self.holder, now, ttl, room)
+        claimed = await self.lease_db(self.store.claim, self.holder, now, ttl, room)
         for task in claimed:
             await self._start_follower(task)
         await self._batches_heartbeat(now)
@@ -235,7 +245,7 @@ class Engine:
         """Renew the batches supervised here, drop those lost, claim unfinished ones nobody holds."""
         held = self.desk.held()
         if held:
-            kept = await self.db(self.store.renew_batches, self.holder, held, now + self.settings.lease_ttl)
+            kept = await self.lease_db(self.store.renew_batches, self.holder, held, now + self.settings.lease_ttl)
             for batch_id in held:
                 if batch_id not in kept:
                     log.warning("lost the lease of batch %s (taken over or deleted); stopped running it", batch_id)
@@ -243,7 +253,7 @@ class Engine:
         if not self.follows:
             return
         room = self.settings.max_batches - len(self.desk.held())
-        claimed = await self.db(self.store.claim_batches, self.holder, now, self.settings.lease_ttl, room)
+        claimed = await self.lease_db(self.store.claim_batches, self.holder, now, self.settings.lease_ttl, room)
         for batch in claimed:
             log.info("claimed batch %s (%d rows)", batch.id, batch.row_count)
             await self.desk.start(batch)
