@@ -188,6 +188,7 @@ class Engine:
         reported: dict[str, dict[int, int]] = {}
         while True:
             await asyncio.sleep(USAGE_REPORT_INTERVAL)
+            self.fence()
             usage = self.budget.usage()
             if usage != reported:
                 try:
@@ -195,6 +196,29 @@ class Engine:
                     reported = usage
                 except Exception:
                     log.exception("could not record rate usage")
+
+    def fence(self) -> int:
+        """Close every stream here when our leases may expire before the late heartbeat renews them.
+
+        Runs every second (beside the heartbeat, which may be stuck on a slow database). A lease that
+        expires is claimed by another process, which opens its own stream: ours must be closed by then,
+        or the run has two. The runs are claimed again (by anyone) once those leases expire. Returns how
+        many followers and batches were stopped.
+        """
+        held = len(self.followers) + len(self.desk.held())
+        late = time.monotonic() - self._renewed_at
+        if not held or late < self.settings.lease_ttl - min(2.0, self.settings.heartbeat_interval):
+            return 0
+        log.warning(
+            "leases not renewed for %.1f s (the database is slow); closing %d stream(s) before they can expire",
+            late,
+            held,
+        )
+        for task_id in list(self.followers):
+            self._drop(task_id)
+        for batch_id in self.desk.held():
+            self.desk.drop(batch_id)
+        return held
 
     def lease_fresh(self) -> bool:
         """Our leases were renewed recently enough that none can have passed to another process."""
