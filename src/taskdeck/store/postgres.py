@@ -47,11 +47,11 @@ from taskdeck.store.base import (
 from taskdeck.store.queries import load
 from taskdeck.store.rows import (
     BATCH_COLUMNS,
-    BATCH_JSON_COLUMNS,
     FOLLOWED,
     JSON_COLUMNS,
     TASK_COLUMNS,
     Gathered,
+    batch_changes,
     batch_from_row,
     batch_values,
     event_from_row,
@@ -65,16 +65,11 @@ __all__ = ["FEED_CHANNEL", "PostgresStore"]
 
 
 def _patch_batch(conn: psycopg.Connection[dict[str, Any]], patch: PatchBatch) -> None:
-    cols: list[str] = []
-    values: list[Any] = []
-    for key, value in patch.changes.items():
-        if key not in BATCH_COLUMNS or key in ("id", "owner", "resume_key"):
-            raise ValueError(f"unknown or fixed batch column {key!r}")
-        cols.append(key)
-        values.append(to_json(value) if key in BATCH_JSON_COLUMNS else getattr(value, "value", value))
+    cols, values = batch_changes(patch.changes)
     if cols:
-        sql = Q["patch_batch"].format(sets=", ".join(f"{c} = %s" for c in cols))
-        conn.execute(sql.encode(), (*values, patch.batch_id))
+        conn.execute(
+            Q["patch_batch"].format(sets=", ".join(f"{c} = %s" for c in cols)).encode(), (*values, patch.batch_id)
+        )
 
 
 Q = load("postgres.sql")

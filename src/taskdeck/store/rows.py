@@ -19,6 +19,7 @@ __all__ = [
     "JSON_COLUMNS",
     "TASK_COLUMNS",
     "Gathered",
+    "batch_changes",
     "batch_from_row",
     "batch_values",
     "event_from_row",
@@ -116,6 +117,18 @@ def batch_values(batch: Batch) -> list[Any]:
         value = getattr(batch, col)
         values.append(to_json(value) if col in BATCH_JSON_COLUMNS else value.value if col == "status" else value)
     return values
+
+
+def batch_changes(changes: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+    """The columns and stored values of a batch patch; raises ValueError for an unknown or fixed column."""
+    cols: list[str] = []
+    values: list[Any] = []
+    for key, value in changes.items():
+        if key not in BATCH_COLUMNS or key in ("id", "owner", "resume_key"):
+            raise ValueError(f"unknown or fixed batch column {key!r}")
+        cols.append(key)
+        values.append(to_json(value) if key in BATCH_JSON_COLUMNS else getattr(value, "value", value))
+    return cols, values
 
 
 def batch_from_row(row: Mapping[str, Any]) -> Batch:

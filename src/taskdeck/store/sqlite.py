@@ -41,11 +41,11 @@ from taskdeck.store.base import (
 from taskdeck.store.queries import load
 from taskdeck.store.rows import (
     BATCH_COLUMNS,
-    BATCH_JSON_COLUMNS,
     FOLLOWED,
     JSON_COLUMNS,
     TASK_COLUMNS,
     Gathered,
+    batch_changes,
     batch_from_row,
     batch_values,
     event_from_row,
@@ -69,13 +69,7 @@ _INSERT_BATCH = Q["insert_batch"].format(columns=", ".join(BATCH_COLUMNS), marks
 
 
 def _patch_batch(conn: sqlite3.Connection, patch: PatchBatch) -> None:
-    cols: list[str] = []
-    values: list[Any] = []
-    for key, value in patch.changes.items():
-        if key not in BATCH_COLUMNS or key in ("id", "owner", "resume_key"):
-            raise ValueError(f"unknown or fixed batch column {key!r}")
-        cols.append(key)
-        values.append(to_json(value) if key in BATCH_JSON_COLUMNS else getattr(value, "value", value))
+    cols, values = batch_changes(patch.changes)
     if cols:
         conn.execute(Q["patch_batch"].format(sets=", ".join(f"{c} = ?" for c in cols)), (*values, patch.batch_id))
 

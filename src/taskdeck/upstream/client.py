@@ -213,29 +213,8 @@ class Upstream:
 
         The stream answers at once with one ``task_run.state`` per run and ends (contract §9).
         """
-        await self._send(owner)
-        client = self._client(api_key)
-        runs: list[dict[str, Any]] = []
-        try:
-            kwargs: dict[str, Any] = {"include_input": False, "timeout": httpx.Timeout(30.0, read=read_timeout)}
-            if after:
-                kwargs["last_event_id"] = after
-            async with client.task_group.with_streaming_response.get_runs(taskgroup_id, **kwargs) as response:
-                async for message in iter_messages(response.iter_bytes()):
-                    payload = message.payload
-                    if payload is None:
-                        continue
-                    if payload.get("type") == "error":
-                        err = payload.get("error") or {}
-                        raise UpstreamError(None, f"error listing the group's runs: {err.get('message')}")
-                    run = payload.get("run")
-                    if payload.get("type") == "task_run.state" and isinstance(run, dict):
-                        runs.append(storable(run))
-        except UpstreamError:
-            raise
-        except Exception as exc:
-            raise self._note_429(owner, _classify(exc)) from exc
-        return runs
+        states = await self.group_run_states(owner, api_key, taskgroup_id, after=after, read_timeout=read_timeout)
+        return [state["run"] for state in states]
 
     async def add_runs(
         self,
