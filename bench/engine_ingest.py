@@ -27,6 +27,7 @@ from typing import Any, cast
 
 from bench.common import table, write_result
 from taskdeck.engine.feed import Feed
+from taskdeck.engine.heap import tune
 from taskdeck.engine.writer import Writer
 from taskdeck.models import Event, Origin, Task, TaskStatus
 from taskdeck.store import AppendEvent, InsertTask, PatchTask, PutKey, SqliteStore, Store
@@ -182,6 +183,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--database-url", default="", help="postgresql://… to measure PostgreSQL instead of SQLite")
     args = parser.parse_args(argv)
     rows = _rows(args.tasks, args.events)
+    # The collector settings every engine process runs with (`taskdeck serve` and `worker` apply them
+    # at start; see engine/heap.py), for both sides of the comparison.
+    tune()
     if args.database_url:
         with _schema(args.database_url) as raw_url, _schema(args.database_url) as engine_url:
             base = baseline_copy(raw_url, rows)

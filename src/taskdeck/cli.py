@@ -184,6 +184,9 @@ def serve(
     typer.echo(
         f"Taskdeck on http://{settings.host}:{settings.port}" + (" (demo: simulated API)" if demo else ""), err=True
     )
+    from taskdeck.engine.heap import tune
+
+    tune()  # a long-lived server: see engine/heap.py
     try:
         serve_app(create_app(settings, demo=demo, follow=not no_engine), settings.host, settings.port)
     finally:
@@ -206,6 +209,9 @@ def worker(db: DbOption = None, base_url: BaseUrlOption = None, database_url: Ur
     for noisy in ("httpx", "httpcore", "parallel"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = _settings(db, base_url, database_url=database_url)
+    from taskdeck.engine.heap import tune
+
+    tune()  # a long-lived engine: see engine/heap.py
     asyncio.run(_run_worker(settings))
 
 
