@@ -172,6 +172,11 @@ class Settings:
         metadata={"help": "Most USD of runs one API key may start per UTC day (402 beyond it); 0 = no limit."},
     )
     max_body_bytes: int = field(default=1_048_576, metadata={"help": "Largest request body accepted (413 beyond it)."})
+    max_upload_bytes: int = field(
+        default=33_554_432,
+        metadata={"help": "Largest body of a batch check or create (a table as text or base64; 413 beyond it)."},
+    )
+    max_batch_rows: int = field(default=50_000, metadata={"help": "Most rows one batch may have (422 beyond it)."})
     allowed_hosts: tuple[str, ...] = field(
         default=(),
         metadata={

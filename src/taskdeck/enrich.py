@@ -20,30 +20,19 @@ from typing import Any, TextIO
 
 from taskdeck.batchinput import read_table
 from taskdeck.config import Settings
+from taskdeck.engine.batchspec import OUTPUT_TYPES, output_fields, outputs_schema
 from taskdeck.models import Batch, BatchStatus, Task, TaskStatus
 from taskdeck.processors import get_processor
 from taskdeck.web.views import safe_cell
 
 __all__ = ["EnrichResult", "build_spec", "parse_output", "run_enrich", "write_csv"]
 
-TYPES = {
-    "str": "string",
-    "string": "string",
-    "text": "string",
-    "int": "integer",
-    "integer": "integer",
-    "float": "number",
-    "number": "number",
-    "bool": "boolean",
-    "boolean": "boolean",
-}
-
 
 def parse_output(text: str) -> tuple[str, dict[str, Any]]:
     """``"name: description"`` or ``"name:type: description"`` → (name, JSON-schema property)."""
     parts = [p.strip() for p in text.split(":", 2)]
-    if len(parts) == 3 and parts[1].lower() in TYPES:
-        name, kind, description = parts[0], TYPES[parts[1].lower()], parts[2]
+    if len(parts) == 3 and parts[1].lower() in OUTPUT_TYPES:
+        name, kind, description = parts[0], OUTPUT_TYPES[parts[1].lower()], parts[2]
     elif len(parts) >= 2:
         name, kind, description = parts[0], "string", ":".join(parts[1:]).strip()
     else:
@@ -69,8 +58,8 @@ def build_spec(
     if schema is not None:
         spec["task_spec"] = {"output_schema": {"type": "json", "json_schema": schema}}
     elif outputs:
-        props = dict(parse_output(o) for o in outputs)
-        json_schema = {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+        parsed = [parse_output(o) for o in outputs]
+        json_schema = outputs_schema([(name, prop["type"], prop["description"]) for name, prop in parsed])
         spec["task_spec"] = {"output_schema": {"type": "json", "json_schema": json_schema}}
     if columns:
         spec["columns"] = columns
@@ -89,13 +78,6 @@ class EnrichResult:
     @property
     def failed(self) -> int:
         return sum(n for s, n in self.counts.items() if TaskStatus(s).is_terminal and s != "completed")
-
-
-def output_fields(spec: dict[str, Any]) -> list[str]:
-    """The output columns of a spec's JSON schema (``output`` for text results)."""
-    schema = ((spec.get("task_spec") or {}).get("output_schema") or {}).get("json_schema") or {}
-    props = schema.get("properties")
-    return list(props) if isinstance(props, dict) else ["output"]
 
 
 def write_csv(out: TextIO, batch: Batch, rows: list[Task], inputs: list[dict[str, Any]]) -> None:

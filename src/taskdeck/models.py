@@ -123,6 +123,7 @@ class Task:
     # A row of a batch (its index in the input, from 0): the batch's supervisor follows it, not a follower.
     batch_id: str | None = None
     row_index: int | None = None
+    row_values: dict[str, Any] | None = None  # the row as read from the input, every column
 
     @property
     def input(self) -> Any:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from taskdeck.config import Settings
+from taskdeck.engine.batchspec import template_fields
 from taskdeck.engine.intake import TAG_KEY, IntakeError, new_task, review_request, validate_request
 from taskdeck.engine.writer import Writer, note
 from taskdeck.models import Batch, BatchStatus, Task, TaskStatus, new_batch_id, new_task_id
@@ -41,12 +42,14 @@ from taskdeck.upstream.client import EVENTS_BETA, Upstream, UpstreamError
 __all__ = [
     "BATCH_KEY",
     "CHUNK",
+    "RETRYABLE",
     "ROW_KEY",
     "BatchDesk",
     "BatchPorts",
     "BatchSupervisor",
     "build_batch",
     "resume_key",
+    "retry_writes",
     "row_input",
     "row_request",
     "row_tag",
@@ -58,16 +61,31 @@ BATCH_KEY, ROW_KEY = "taskdeck_batch", "taskdeck_row"
 TERMINAL_UPSTREAM = {"completed": TaskStatus.COMPLETED, "failed": TaskStatus.FAILED, "cancelled": TaskStatus.CANCELLED}
 
 
-def row_tag(batch_id: str, row_index: int) -> str:
-    """The tag a row's run carries (``metadata.taskdeck_id``): found again in the group's runs after a crash."""
-    return f"{batch_id}.{row_index}"
+def row_tag(batch_id: str, row_index: int, attempt: int = 0) -> str:
+    """The tag a row's run carries (``metadata.taskdeck_id``): found again in the group's runs after a crash.
+
+    A retry of a failed row is another attempt with its own tag (``….r1``, ``….r2``): reconciling it
+    never adopts the failed run of the attempt before.
+    """
+    return f"{batch_id}.{row_index}" if attempt == 0 else f"{batch_id}.{row_index}.r{attempt}"
+
+
+def row_attempt(row: Task) -> int:
+    """Which attempt the row is on: 0, or the retry number its tag carries."""
+    last = (row.submit_token or "").rsplit(".", 1)[-1]
+    return int(last[1:]) if last.startswith("r") and last[1:].isdigit() else 0
+
+
+def expected_tag(batch_id: str, row: Task) -> str:
+    """The tag of the row's current attempt (kept in ``submit_token`` from the retry on)."""
+    return row_tag(batch_id, row.row_index or 0, row_attempt(row))
 
 
 def row_request(batch: Batch, row: Task) -> dict[str, Any]:
     """The TaskRunInput of one row (its ``task_spec`` is the batch's, sent once as the default)."""
     request = {k: v for k, v in row.request.items() if k != "task_spec"}
     metadata = dict(request.get("metadata") or {})
-    metadata.update({BATCH_KEY: batch.id, ROW_KEY: row.row_index, TAG_KEY: row_tag(batch.id, row.row_index or 0)})
+    metadata.update({BATCH_KEY: batch.id, ROW_KEY: row.row_index, TAG_KEY: expected_tag(batch.id, row)})
     request["metadata"] = metadata
     return request
 
@@ -256,7 +274,7 @@ class BatchSupervisor:
                         "run_id": run_id,
                         "status": TaskStatus.QUEUED.value,
                         "submitted_at": now,
-                        "submit_token": row_tag(self.batch.id, row.row_index or 0),
+                        "submit_token": expected_tag(self.batch.id, row),
                     },
                 )
             )
@@ -282,7 +300,7 @@ class BatchSupervisor:
                 await self._pause(self._backoff(err))
                 continue
             self.failures = 0
-            tags = {row_tag(self.batch.id, r.row_index or 0): r for r in rows}
+            tags = {expected_tag(self.batch.id, r): r for r in rows}
             found: list[tuple[Task, str]] = []
             for state in states:
                 metadata = ((state.get("input") or {}).get("metadata")) or {}
@@ -421,6 +439,11 @@ def build_batch(
     """
     if not rows:
         raise IntakeError(422, "rows: the input has no rows")
+    if isinstance(spec.get("template"), str):
+        try:
+            template_fields(spec["template"])
+        except ValueError as err:
+            raise IntakeError(422, f"spec.template: {err}") from None
     base = {k: spec[k] for k in ("processor", "source_policy", "metadata", "task_spec") if spec.get(k) is not None}
     first, processor = validate_request({**base, "input": row_input(spec, rows[0])})
     now = time.time()
@@ -448,8 +471,56 @@ def build_batch(
         if "task_spec" in first:
             request["task_spec"] = first["task_spec"]
         request["enable_events"] = True  # a row's own stream can be opened when a person looks at it
-        tasks.append(replace(new_task(owner, request, processor), id=new_task_id(), batch_id=batch.id, row_index=index))
+        tasks.append(
+            replace(
+                new_task(owner, request, processor),
+                id=new_task_id(),
+                batch_id=batch.id,
+                row_index=index,
+                row_values=values,
+            )
+        )
     return batch, tasks
+
+
+RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.REJECTED)
+
+
+def retry_writes(batch: Batch, rows: list[Task], price: float) -> list[Write]:
+    """The writes that put a finished batch's failed rows back to be added again (the next attempt).
+
+    Each row keeps its task id and place; its failed run is kept in a ``taskdeck.retried`` event,
+    and its cost counts every attempt (a failed run was billed too). Each patch is guarded by the
+    row's status, so a row that changed meanwhile is left alone.
+    """
+    writes: list[Write] = []
+    for row in rows:
+        attempt = row_attempt(row) + 1
+        previous = (row.error or {}).get("message") if row.error else row.message
+        writes.append(note(row, "retried", attempt=attempt, previous_run_id=row.run_id, previous_error=previous))
+        writes.append(
+            PatchTask(
+                row.id,
+                {
+                    "status": TaskStatus.PENDING.value,
+                    "run_id": None,
+                    "upstream_status": None,
+                    "output": None,
+                    "error": None,
+                    "message": None,
+                    "completed_at": None,
+                    "submitted_at": None,
+                    "submit_started_at": None,
+                    "submit_token": row_tag(batch.id, row.row_index or 0, attempt),
+                    "cost_usd": ((row.cost_usd or 0.0) if row.run_id else 0.0) + price,
+                },
+                only_if_status=(row.status,),
+            )
+        )
+    # Unleased: the supervisor that finished it left its lease to expire; any engine claims it now.
+    changes = {"status": BatchStatus.RUNNING, "completed_at": None, "lease_owner": None, "lease_expires": None}
+    writes.append(PatchBatch(batch.id, changes))
+    return writes
 
 
 class BatchDesk:

@@ -19,7 +19,7 @@ from typing import Any
 from taskdeck.engine.feed import Feed, Subscription, TaskChange
 from taskdeck.engine.intake import IntakeError
 from taskdeck.engine.writer import Writer
-from taskdeck.models import Event, Task
+from taskdeck.models import Batch, Event, Task
 from taskdeck.store.base import Announce, FeedNote, Store
 
 __all__ = ["Catalog", "Page"]
@@ -120,6 +120,49 @@ class Catalog:
         """The task's stored events after ``after_seq`` (its own per-task sequence), in order."""
         events: list[Event] = await self._run(lambda: self._store.events(task_id, after_seq=after_seq))
         return events
+
+    # -- batches ------------------------------------------------------------------------------
+    async def batch(self, owner: str, batch_id: str) -> Batch | None:
+        """The batch when it exists and belongs to ``owner``; None otherwise (the two are not told apart)."""
+        batch: Batch | None = await self._run(self._store.get_batch, batch_id)
+        return batch if batch is not None and batch.owner == owner else None
+
+    async def find_batch(self, owner: str, resume_key: str) -> Batch | None:
+        """The owner's batch of this input and spec, if one was made (running it again resumes it)."""
+        batch: Batch | None = await self._run(self._store.find_batch, owner, resume_key)
+        return batch
+
+    async def batches(self, owner: str, *, limit: int = 50) -> list[Batch]:
+        """The owner's batches, newest first."""
+        found: list[Batch] = await self._run(lambda: self._store.list_batches(owner, limit=limit))
+        return found
+
+    async def batch_counts(self, batch_id: str) -> dict[str, int]:
+        """A batch's rows per status."""
+        counts: dict[str, int] = await self._run(self._store.batch_counts, batch_id)
+        return counts
+
+    async def batch_cost(self, batch_id: str) -> float:
+        """What a batch's runs cost so far (USD)."""
+        cost: float = await self._run(self._store.batch_cost, batch_id)
+        return cost
+
+    async def batch_rows(
+        self,
+        batch_id: str,
+        *,
+        after: int = -1,
+        limit: int = 500,
+        statuses: Sequence[str] | None = None,
+        changed_since: float | None = None,
+    ) -> list[Task]:
+        """A batch's rows in input order after row index ``after`` (filtered by status, or by change time)."""
+        rows: list[Task] = await self._run(
+            lambda: self._store.batch_rows(
+                batch_id, after_index=after, limit=limit, statuses=statuses, changed_since=changed_since
+            )
+        )
+        return rows
 
     def watch(self, *, task_id: str | None = None, owner: str | None = None) -> AbstractContextManager[Subscription]:
         """A live subscription (a context manager) to a task's, or an owner's, committed changes."""

@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from taskdeck.config import Settings
-from taskdeck.engine.batches import BatchDesk, BatchPorts, build_batch
+from taskdeck.engine.batches import RETRYABLE, BatchDesk, BatchPorts, build_batch, retry_writes
 from taskdeck.engine.bridge import bridge_for
 from taskdeck.engine.catalog import Catalog
 from taskdeck.engine.feed import Feed
@@ -31,7 +32,7 @@ from taskdeck.engine.intake import IntakeError, key_record, new_task, validate_r
 from taskdeck.engine.machine import holder_name, node_of, pid_gone
 from taskdeck.engine.ratelimit import RateBudget
 from taskdeck.engine.writer import WriteFailed, Writer, note
-from taskdeck.models import ACTIVE_UPSTREAM, Batch, Task, TaskStatus, new_task_id
+from taskdeck.models import ACTIVE_UPSTREAM, Batch, BatchStatus, Task, TaskStatus, new_task_id
 from taskdeck.processors import get_processor
 from taskdeck.store.base import AppendEvent, InsertBatch, InsertTask, PatchTask, ProcessInfo, Store
 from taskdeck.store.open import open_store
@@ -324,6 +325,44 @@ class Engine:
         if self.follows:
             await self.desk.start(batch)
         return batch, False
+
+    async def retry_batch(self, api_key: str, batch_id: str) -> tuple[Batch, int]:
+        """Add a finished batch's failed, cancelled and rejected rows again, to the same task group.
+
+        Only those rows are paid for again. Refused (409) while rows are still running: a retry then
+        could race the supervisor following them. Raises IntakeError (404, 409, 402 over budget).
+        """
+        owner = self.vault.owner(api_key)
+        statuses = [s.value for s in RETRYABLE]
+        # Under the owner's spend lock: two retries of one batch from this process are one retry.
+        async with self._spend_locks.setdefault(owner, asyncio.Lock()):
+            batch = await self.db(self.store.get_batch, batch_id)
+            if batch is None or batch.owner != owner:
+                raise IntakeError(404, f"No batch {batch_id[:40]!r} for this API key.")
+            if batch.status != BatchStatus.COMPLETED:
+                raise IntakeError(409, "batch: rows are still running; retry the failed ones once every row has ended")
+            rows: list[Task] = []
+            after = -1
+            while True:
+                page = await self.db(
+                    partial(self.store.batch_rows, batch.id, after_index=after, limit=5000, statuses=statuses)
+                )
+                rows.extend(page)
+                if len(page) < 5000:
+                    break
+                after = page[-1].row_index or after
+            if not rows:
+                raise IntakeError(409, "batch: no failed rows to retry")
+            processor = get_processor(str(batch.spec.get("processor")))
+            price = processor.usd_per_run if processor else 0.0
+            await self._check_budget(owner, price * len(rows))
+            await self.remember_key(api_key)
+            await self.writer.commit(retry_writes(batch, rows, price), owner)
+        log.info("batch %s: %d failed row(s) to be added again", batch.id, len(rows))
+        if self.follows:
+            await self._batches_heartbeat(time.time())  # claim it now rather than at the next heartbeat
+        again = await self.db(self.store.get_batch, batch.id)
+        return (again or batch), len(rows)
 
     async def _bury_the_dead(self) -> None:
         """Free at once the leases of siblings on this machine whose pid is gone (engine/machine.py).

@@ -270,12 +270,25 @@ class Store(Protocol):
         """The owner's batches, newest first."""
         ...
 
-    def batch_rows(self, batch_id: str, *, after_index: int = -1, limit: int = 1000) -> list[Task]:
-        """A batch's rows in input order, from the first with ``row_index > after_index``."""
+    def batch_rows(
+        self,
+        batch_id: str,
+        *,
+        after_index: int = -1,
+        limit: int = 1000,
+        statuses: Sequence[str] | None = None,
+        changed_since: float | None = None,
+    ) -> list[Task]:
+        """A batch's rows in input order, from the first with ``row_index > after_index``; only those of
+        ``statuses`` when given, and only those added upstream or ended after ``changed_since`` when given."""
         ...
 
     def batch_counts(self, batch_id: str) -> dict[str, int]:
         """A batch's rows per status."""
+        ...
+
+    def batch_cost(self, batch_id: str) -> float:
+        """What the runs of a batch's rows cost so far, in USD (each attempt of a retried row counts)."""
         ...
 
     def claim_batches(self, holder: str, now: float, ttl: float, limit: int) -> list[Batch]:

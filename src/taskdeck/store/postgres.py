@@ -514,11 +514,32 @@ class PostgresStore:
     def list_batches(self, owner: str, *, limit: int = 50) -> list[Batch]:
         return [batch_from_row(r) for r in self._all(Q["list_batches"], (owner, limit))]
 
-    def batch_rows(self, batch_id: str, *, after_index: int = -1, limit: int = 1000) -> list[Task]:
-        return [task_from_row(r) for r in self._all(Q["batch_rows"], (batch_id, after_index, limit))]
+    def batch_rows(
+        self,
+        batch_id: str,
+        *,
+        after_index: int = -1,
+        limit: int = 1000,
+        statuses: Sequence[str] | None = None,
+        changed_since: float | None = None,
+    ) -> list[Task]:
+        filters: list[str] = []
+        params: list[Any] = [batch_id, after_index]
+        if statuses:
+            filters.append(Q["and_status_in"])
+            params.append(list(statuses))
+        if changed_since is not None:
+            filters.append(Q["and_changed_since"])
+            params += [changed_since, changed_since]
+        sql = Q["batch_rows"].format(filters=" ".join(filters))
+        return [task_from_row(r) for r in self._all(sql.encode(), (*params, limit))]
 
     def batch_counts(self, batch_id: str) -> dict[str, int]:
         return {r["status"]: int(r["n"]) for r in self._all(Q["batch_counts"], (batch_id,))}
+
+    def batch_cost(self, batch_id: str) -> float:
+        row = self._one(Q["batch_cost"], (batch_id,))
+        return float(row["cost"]) if row else 0.0
 
     def claim_batches(self, holder: str, now: float, ttl: float, limit: int) -> list[Batch]:
         if limit <= 0:

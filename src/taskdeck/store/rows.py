@@ -29,11 +29,11 @@ __all__ = [
     "to_json",
 ]
 
-JSON_COLUMNS = frozenset({"request", "error", "warnings", "output", "progress"})
+JSON_COLUMNS = frozenset({"request", "error", "warnings", "output", "progress", "row_values"})
 TASK_COLUMNS = (
     "id owner processor request status created_at run_id interaction_id upstream_status error warnings output "
     "progress progress_meter cost_usd follow_up_of submitted_at first_event_at last_event_at completed_at message "
-    "lease_owner lease_expires submit_group submit_token submit_cursor submit_started_at batch_id row_index"
+    "lease_owner lease_expires submit_group submit_token submit_cursor submit_started_at batch_id row_index row_values"
 ).split()
 FOLLOWED = [s.value for s in TaskStatus if s.is_followed]
 

@@ -35,7 +35,7 @@ CREATE TABLE tasks (
     message          TEXT,
     lease_owner      TEXT,
     lease_expires    REAL
-, submit_group TEXT, submit_token TEXT, submit_cursor TEXT, submit_started_at REAL, batch_id TEXT, row_index INTEGER);
+, submit_group TEXT, submit_token TEXT, submit_cursor TEXT, submit_started_at REAL, batch_id TEXT, row_index INTEGER, row_values TEXT);
 CREATE INDEX tasks_owner_created ON tasks(owner, created_at DESC);
 CREATE INDEX tasks_followed ON tasks(status, lease_expires);
 CREATE INDEX tasks_owner_status ON tasks(owner, status);

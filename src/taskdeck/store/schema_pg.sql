@@ -38,7 +38,8 @@ CREATE TABLE tasks (
     submit_started_at  DOUBLE PRECISION,
     event_seq          BIGINT NOT NULL DEFAULT 0,   -- the number of the task's last event
     batch_id           TEXT,
-    row_index          INTEGER
+    row_index          INTEGER,
+    row_values         TEXT              -- a batch row's input values (JSON object)
 );
 CREATE INDEX tasks_owner_created ON tasks(owner, created_at DESC, id DESC);
 CREATE INDEX tasks_followed ON tasks(status, lease_expires);

@@ -436,11 +436,31 @@ class SqliteStore:
     def list_batches(self, owner: str, *, limit: int = 50) -> list[Batch]:
         return [batch_from_row(r) for r in self._conn().execute(Q["list_batches"], (owner, limit))]
 
-    def batch_rows(self, batch_id: str, *, after_index: int = -1, limit: int = 1000) -> list[Task]:
-        return [task_from_row(r) for r in self._conn().execute(Q["batch_rows"], (batch_id, after_index, limit))]
+    def batch_rows(
+        self,
+        batch_id: str,
+        *,
+        after_index: int = -1,
+        limit: int = 1000,
+        statuses: Sequence[str] | None = None,
+        changed_since: float | None = None,
+    ) -> list[Task]:
+        filters: list[str] = []
+        params: list[Any] = [batch_id, after_index]
+        if statuses:
+            filters.append(Q["and_status_in"].format(marks=_marks(len(statuses))))
+            params += list(statuses)
+        if changed_since is not None:
+            filters.append(Q["and_changed_since"])
+            params += [changed_since, changed_since]
+        sql = Q["batch_rows"].format(filters=" ".join(filters))
+        return [task_from_row(r) for r in self._conn().execute(sql, (*params, limit))]
 
     def batch_counts(self, batch_id: str) -> dict[str, int]:
         return {r[0]: r[1] for r in self._conn().execute(Q["batch_counts"], (batch_id,))}
+
+    def batch_cost(self, batch_id: str) -> float:
+        return float(self._conn().execute(Q["batch_cost"], (batch_id,)).fetchone()[0])
 
     def claim_batches(self, holder: str, now: float, ttl: float, limit: int) -> list[Batch]:
         if limit <= 0:

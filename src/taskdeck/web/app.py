@@ -20,6 +20,8 @@ from taskdeck.config import Settings
 from taskdeck.engine import Engine, IntakeError
 from taskdeck.web.api import router
 from taskdeck.web.assets import router as assets_router
+from taskdeck.web.batchapi import router as batch_router
+from taskdeck.web.batchpages import router as batch_pages_router
 from taskdeck.web.guard import Guard
 from taskdeck.web.pages import not_found_page, problem_page, wants_page
 from taskdeck.web.pages import router as pages_router
@@ -97,6 +99,8 @@ def create_app(settings: Settings, *, demo: bool = False, follow: bool = True) -
     app.state.demo = demo
     app.state.closing = asyncio.Event()
     app.include_router(router)
+    app.include_router(batch_router)
+    app.include_router(batch_pages_router)
     app.include_router(pages_router)
     app.include_router(assets_router)
     # Pages and JSON compressed (a task page with 5,000 events is ~1.4 MB of text); event streams

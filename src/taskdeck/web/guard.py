@@ -28,6 +28,8 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+# The routes whose bodies carry a batch's whole table (web/batchapi.py): TASKDECK_MAX_UPLOAD_BYTES.
+UPLOAD_PATHS = frozenset({"/api/batches", "/api/batches/check"})
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -88,6 +90,8 @@ class Guard:
         self.hosts = settings.hosts
         self.any_host = "*" in self.hosts
         self.max_body = settings.max_body_bytes
+        # A batch's table travels in its check and create bodies: those two routes take larger ones.
+        self.max_upload = max(settings.max_upload_bytes, settings.max_body_bytes)
         self.trusted = frozenset(settings.trusted_proxies)
         self.always_https = settings.https
 
@@ -109,13 +113,14 @@ class Guard:
         forwarded = (_header(scope, b"x-forwarded-proto") or "").lower() if trusted else ""
         scope[SCOPE_HTTPS] = self.always_https or scope.get("scheme") == "https" or forwarded == "https"
         scope[SCOPE_HOST] = host
+        limit = self.max_upload if scope.get("path") in UPLOAD_PATHS else self.max_body
         length = _header(scope, b"content-length")
         if length is not None:
             if not length.strip().isdigit():
                 await _answer(send, 400, "Bad Request: Content-Length is not a number.")
                 return
-            if int(length) > self.max_body:
-                await _answer(send, 413, self._too_large())
+            if int(length) > limit:
+                await _answer(send, 413, self._too_large(limit))
                 return
 
         started = False
@@ -129,11 +134,11 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body:
+                if seen > limit:
                     # Answer 413 now, then tell the app the client left: it stops reading, and
                     # whatever it answers is dropped.
                     if not started:
-                        await _answer(send, 413, self._too_large())
+                        await _answer(send, 413, self._too_large(limit))
                     blocked = True
                     return {"type": "http.disconnect"}
             return message
@@ -152,7 +157,12 @@ class Guard:
 
         await self.app(scope, limited_receive, secured_send)
 
-    def _too_large(self) -> str:
+    def _too_large(self, limit: int) -> str:
+        if limit != self.max_body:
+            return (
+                f"Request body too large: a batch's table may be at most {limit:,} bytes "
+                "(TASKDECK_MAX_UPLOAD_BYTES). Split the table into several batches."
+            )
         return (
             f"Request body too large: the limit is {self.max_body:,} bytes (TASKDECK_MAX_BODY_BYTES). "
             "Parallel itself accepts at most 25,000 characters of task spec and input."

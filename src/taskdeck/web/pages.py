@@ -25,7 +25,7 @@ from taskdeck.web.auth import Caller, optional_caller
 from taskdeck.web.sessions import Sessions
 from taskdeck.web.views import compare_page, task_summary
 
-__all__ = ["not_found_page", "problem_page", "router", "wants_page"]
+__all__ = ["not_found", "not_found_page", "problem_page", "render", "router", "sign_in_first", "wants_page"]
 
 router = APIRouter(include_in_schema=False)
 # Autoescaping is on for .html templates: upstream text in a page is always text.
@@ -234,3 +234,9 @@ async def compare_json(request: Request, id: IdsQuery = []) -> JSONResponse:  # 
     if who is None:
         raise HTTPException(401, "Enter your Parallel API key to continue (scripts: send it in the x-api-key header).")
     return JSONResponse(await _compare_data(request, who, id))
+
+
+# Shared with the batch pages (batchpages.py), which render the same way.
+render = _render
+sign_in_first = _sign_in_first
+not_found = _not_found

@@ -319,12 +319,21 @@ SELECT * FROM batches WHERE owner = %s AND resume_key = %s;
 SELECT * FROM batches WHERE owner = %s ORDER BY created_at DESC, id DESC LIMIT %s;
 
 -- name: batch_rows
--- A batch's rows in input order after a row index: (batch_id, after_index, limit).
-SELECT * FROM tasks WHERE batch_id = %s AND row_index > %s ORDER BY row_index LIMIT %s;
+-- A batch's rows in input order after a row index: (batch_id, after_index, …filters, limit).
+-- {filters}: and_status_in, and_changed_since.
+SELECT * FROM tasks WHERE batch_id = %s AND row_index > %s {filters} ORDER BY row_index LIMIT %s;
+
+-- name: and_changed_since
+-- Filter: a row added upstream or ended after a time (the live grid's poll): (since, since).
+AND (submitted_at > %s OR completed_at > %s)
 
 -- name: batch_counts
 -- A batch's rows per status: (batch_id).
 SELECT status, COUNT(*) AS n FROM tasks WHERE batch_id = %s GROUP BY status;
+
+-- name: batch_cost
+-- What a batch's runs created so far cost (a retried row counts each attempt): (batch_id).
+SELECT COALESCE(SUM(cost_usd), 0) AS cost FROM tasks WHERE batch_id = %s AND run_id IS NOT NULL;
 
 -- name: claim_batches
 -- Lease up to `limit` unfinished batches nobody holds, oldest first, whose owner's key is stored;

@@ -323,12 +323,21 @@ SELECT * FROM batches WHERE owner = ? AND resume_key = ?;
 SELECT * FROM batches WHERE owner = ? ORDER BY created_at DESC, id DESC LIMIT ?;
 
 -- name: batch_rows
--- A batch's rows in input order after a row index: (batch_id, after_index, limit).
-SELECT * FROM tasks WHERE batch_id = ? AND row_index > ? ORDER BY row_index LIMIT ?;
+-- A batch's rows in input order after a row index: (batch_id, after_index, …filters, limit).
+-- {filters}: and_status_in, and_changed_since.
+SELECT * FROM tasks WHERE batch_id = ? AND row_index > ? {filters} ORDER BY row_index LIMIT ?;
+
+-- name: and_changed_since
+-- Filter: a row added upstream or ended after a time (the live grid's poll): (since, since).
+AND (submitted_at > ? OR completed_at > ?)
 
 -- name: batch_counts
 -- A batch's rows per status: (batch_id).
 SELECT status, COUNT(*) FROM tasks WHERE batch_id = ? GROUP BY status;
+
+-- name: batch_cost
+-- What a batch's runs created so far cost (a retried row counts each attempt): (batch_id).
+SELECT COALESCE(SUM(cost_usd), 0) FROM tasks WHERE batch_id = ? AND run_id IS NOT NULL;
 
 -- name: claim_batches
 -- Lease up to `limit` unfinished batches nobody holds, oldest first, whose owner's key is stored:
