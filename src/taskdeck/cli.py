@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -352,7 +352,8 @@ def submit(
 def enrich(
     source: Annotated[Path, typer.Argument(help="The table: CSV (any common dialect), a JSON array, or JSONL.")],
     out: Annotated[
-        Path | None, typer.Option("-o", "--out", help="Where to write the enriched CSV (default: stdout).")
+        Path | None,
+        typer.Option("-o", "--out", help="Where to write the result: .csv, .json or .jsonl (default: CSV on stdout)."),
     ] = None,
     processor: Annotated[str, typer.Option(help="Processor for every row, e.g. lite, base, core, pro.")] = "core",
     output: Annotated[
@@ -373,6 +374,15 @@ def enrich(
     allow_failures: Annotated[bool, typer.Option(help="Exit 0 even when some rows failed.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Progress and summary as JSON lines on stderr.")] = False,
     api_key: Annotated[str | None, typer.Option(envvar="PARALLEL_API_KEY", help="Parallel API key.")] = None,
+    basis: Annotated[
+        bool, typer.Option(help="Add each output field's confidence, citations and reasoning columns.")
+    ] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", envvar="TASKDECK_URL", help="A running Taskdeck: run the batch there (default: this machine)."
+        ),
+    ] = None,
     db: DbOption = None,
     base_url: BaseUrlOption = None,
 ) -> None:
@@ -386,10 +396,11 @@ def enrich(
     import dataclasses
     import json
 
+    from taskdeck.batchcommands import export_to, remote_enrich
     from taskdeck.batchinput import TableError, read_table
     from taskdeck.engine.batches import build_batch
     from taskdeck.engine.intake import IntakeError
-    from taskdeck.enrich import build_spec, run_enrich, write_csv
+    from taskdeck.enrich import build_spec, run_enrich
 
     def fail(message: str) -> typer.Exit:
         typer.echo(f"error: {message}", err=True)
@@ -407,23 +418,6 @@ def enrich(
         raise fail(str(exc)) from None
     if not api_key:
         raise fail("no API key: set PARALLEL_API_KEY or pass --api-key")
-    settings = _settings(db, base_url)
-    # This command runs its batch and nothing else (other tasks in the database are left to servers/workers).
-    settings = dataclasses.replace(settings, max_followers=0)
-    if dry_run:
-        try:
-            with read_table(source) as table:
-                values = [dict(r.values) for r in table.rows()]
-                _, tasks = build_batch(
-                    "dry-run", source.name, table.columns, values, spec, table.digest, holder=None, lease_ttl=0
-                )
-        except (TableError, IntakeError) as exc:
-            raise fail(getattr(exc, "message", str(exc))) from None
-        for task in tasks[:3]:
-            typer.echo(json.dumps(task.request, ensure_ascii=False))
-        cost = sum(t.cost_usd or 0.0 for t in tasks)
-        typer.echo(f"{len(tasks)} rows x {processor}: ${cost:,.2f} in all (nothing was sent)", err=True)
-        return
 
     def progress(batch: object, counts: dict[str, int], elapsed: float) -> None:
         done = counts.get("completed", 0)
@@ -442,8 +436,42 @@ def enrich(
             sys.stderr.write(f"{line}; ETA {eta}   {end}")
             sys.stderr.flush()
 
+    if url:
+        # On a running server: the batch is the server's (its web UI shows it live); this command
+        # follows it and writes the result, and Ctrl-C leaves it running there.
+        def remote_progress(batch: dict[str, Any], elapsed: float) -> None:
+            progress(None, batch["counts"], elapsed)
+
+        try:
+            final = remote_enrich(
+                url, api_key, source, spec, out, basis=basis, dry_run=dry_run, progress=remote_progress
+            )
+        except KeyboardInterrupt:
+            typer.echo("\nstopped following; the batch goes on at the server. Run the same command again.", err=True)
+            raise typer.Exit(130) from None
+        if final and final["failed"] and not allow_failures:
+            raise typer.Exit(1)
+        return
+    settings = _settings(db, base_url)
+    # This command runs its batch and nothing else (other tasks in the database are left to servers/workers).
+    settings = dataclasses.replace(settings, max_followers=0)
+    if dry_run:
+        try:
+            with read_table(source) as table:
+                values = [dict(r.values) for r in table.rows()]
+                _, tasks = build_batch(
+                    "dry-run", source.name, table.columns, values, spec, table.digest, holder=None, lease_ttl=0
+                )
+        except (TableError, IntakeError) as exc:
+            raise fail(getattr(exc, "message", str(exc))) from None
+        for task in tasks[:3]:
+            typer.echo(json.dumps(task.request, ensure_ascii=False))
+        cost = sum(t.cost_usd or 0.0 for t in tasks)
+        typer.echo(f"{len(tasks)} rows x {processor}: ${cost:,.2f} in all (nothing was sent)", err=True)
+        return
+
     try:
-        result, inputs = asyncio.run(run_enrich(settings, api_key, source, spec, progress=progress))
+        result = asyncio.run(run_enrich(settings, api_key, source, spec, progress=progress))
     except (TableError, IntakeError) as exc:
         raise fail(getattr(exc, "message", str(exc))) from None
     if not json_out and sys.stderr.isatty():
@@ -457,21 +485,21 @@ def enrich(
             err=True,
         )
         raise typer.Exit(130)
-    from taskdeck.store.open import open_store
-
-    store = open_store(settings.store_url)
+    kind = out.suffix.lower().lstrip(".") if out is not None else "csv"
+    kind = kind if kind in ("json", "jsonl") else "csv"
+    handle = sys.stdout if out is None else out.open("w", newline="", encoding="utf-8")
     try:
-        rows = store.batch_rows(result.batch.id, limit=result.batch.row_count + 1)
+        rows = asyncio.run(
+            export_to(
+                settings.store_url, result.batch.id, handle, kind if kind in ("json", "jsonl") else "csv", basis=basis
+            )
+        )
     finally:
-        store.close()
-    if out is None:
-        write_csv(sys.stdout, result.batch, rows, inputs)
-    else:
-        with out.open("w", newline="", encoding="utf-8") as handle:
-            write_csv(handle, result.batch, rows, inputs)
-    summary = {"batch": result.batch.id, "rows": len(rows), "failed": result.failed, "out": str(out) if out else None}
+        if out is not None:
+            handle.close()
+    summary = {"batch": result.batch.id, "rows": rows, "failed": result.failed, "out": str(out) if out else None}
     typer.echo(
-        json.dumps(summary) if json_out else f"batch {result.batch.id}: {len(rows)} rows, {result.failed} failed",
+        json.dumps(summary) if json_out else f"batch {result.batch.id}: {rows} rows, {result.failed} failed",
         err=True,
     )
     if result.failed and not allow_failures:
@@ -501,3 +529,7 @@ def _maybe_json(text: str) -> object:
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+# The batch commands (batches, export) live in their own module and register on ``app``.
+from taskdeck import batchcommands  # noqa: E402,F401

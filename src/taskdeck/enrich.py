@@ -8,24 +8,21 @@ so running the same command again after Ctrl-C or a crash resumes the same batch
 from __future__ import annotations
 
 import asyncio
-import csv
-import json
 import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from taskdeck.batchinput import read_table
 from taskdeck.config import Settings
-from taskdeck.engine.batchspec import OUTPUT_TYPES, output_fields, outputs_schema
-from taskdeck.models import Batch, BatchStatus, Task, TaskStatus
+from taskdeck.engine.batchspec import OUTPUT_TYPES, outputs_schema
+from taskdeck.models import Batch, BatchStatus, TaskStatus
 from taskdeck.processors import get_processor
-from taskdeck.web.views import safe_cell
 
-__all__ = ["EnrichResult", "build_spec", "parse_output", "run_enrich", "write_csv"]
+__all__ = ["EnrichResult", "build_spec", "parse_output", "run_enrich"]
 
 
 def parse_output(text: str) -> tuple[str, dict[str, Any]]:
@@ -80,24 +77,6 @@ class EnrichResult:
         return sum(n for s, n in self.counts.items() if TaskStatus(s).is_terminal and s != "completed")
 
 
-def write_csv(out: TextIO, batch: Batch, rows: list[Task], inputs: list[dict[str, Any]]) -> None:
-    """The input table with the output columns, a status and an error column, in input order.
-
-    Cells a spreadsheet would run as a formula are written as text (a leading ``'``).
-    """
-    fields = output_fields(batch.spec)
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([*(safe_cell(c) for c in batch.columns), *(safe_cell(f) for f in fields), "status", "error"])
-    for row, values in zip(rows, inputs, strict=True):
-        content = (row.output or {}).get("content")
-        # A text result (no schema) fills the one ``output`` column.
-        outs = [content.get(f) for f in fields] if isinstance(content, dict) else [content, *[None] * (len(fields) - 1)]
-        error = row.message or ((row.error or {}).get("message") if row.error else None) or ""
-        cells = [*(values.get(c) for c in batch.columns), *outs]
-        text = ["" if v is None else v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in cells]
-        writer.writerow([*(safe_cell(v) for v in text), row.status.value, safe_cell(error)])
-
-
 async def run_enrich(
     settings: Settings,
     api_key: str,
@@ -105,7 +84,7 @@ async def run_enrich(
     spec: dict[str, Any],
     *,
     progress: Callable[[Batch, dict[str, int], float], None],
-) -> tuple[EnrichResult, list[dict[str, Any]]]:
+) -> EnrichResult:
     """Create (or resume) the batch of ``source`` and follow it to its end, or until SIGINT/SIGTERM."""
     from taskdeck.engine import Engine
 
@@ -139,7 +118,7 @@ async def run_enrich(
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
             except TimeoutError:
                 continue
-        return EnrichResult(batch, resumed, counts, interrupted=stop.is_set()), inputs
+        return EnrichResult(batch, resumed, counts, interrupted=stop.is_set())
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

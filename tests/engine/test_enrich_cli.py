@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -117,3 +118,50 @@ def test_dry_run_prints_the_requests_and_the_cost_and_sends_nothing(tmp_path: Pa
     assert len(out.strip().splitlines()) == 3 and '"Company 0"' in out
     assert "40 rows x core: $1.00 in all" in err
     assert _runs_created(emu) == 0
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PARALLEL_API_KEY": KEY, "TASKDECK_SECRET_KEY": "enrich-secret"}
+    cmd = [sys.executable, "-m", "taskdeck", *args, "--db", str(tmp_path / "t.db")]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_batches_lists_the_batch_and_export_writes_it_with_its_basis(tmp_path: Path, emu: BackgroundEmulator) -> None:
+    source = _companies(tmp_path / "companies.csv", 6)
+    proc = _enrich(tmp_path, emu, str(source), "-o", str(tmp_path / "out.jsonl"), "--processor", "lite",
+                   "--output", "ceo: name of the CEO", "--json")  # fmt: skip
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()  # the format follows the file's extension
+    assert [json.loads(line)["index"] for line in lines] == list(range(6))
+
+    listed = _cli(tmp_path, "batches", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (batch,) = json.loads(listed.stdout)["batches"]
+    assert (batch["name"], batch["row_count"], batch["done"], batch["failed"]) == ("companies.csv", 6, 6, 0)
+    # Another key sees none of it.
+    other = subprocess.run(
+        [sys.executable, "-m", "taskdeck", "batches", "--json", "--db", str(tmp_path / "t.db")],
+        env={**os.environ, "PARALLEL_API_KEY": "someone-else", "TASKDECK_SECRET_KEY": "enrich-secret"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert other.returncode == 0 and json.loads(other.stdout)["batches"] == []
+
+    exported = _cli(tmp_path, "export", batch["id"], "-o", str(tmp_path / "b.csv"), "--basis")
+    assert exported.returncode == 0, exported.stderr
+    with (tmp_path / "b.csv").open(newline="", encoding="utf-8") as f:
+        table = list(csv.reader(f))
+    assert table[0] == [
+        "company",
+        "note",
+        "ceo",
+        "ceo__confidence",
+        "ceo__citations",
+        "ceo__reasoning",
+        "status",
+        "error",
+    ]
+    assert [r[0] for r in table[1:]] == [f"Company {i}" for i in range(6)]
+    assert all(r[3] in ("high", "medium", "low") and r[4].startswith("http") and r[5] for r in table[1:])
+    missing = _cli(tmp_path, "export", "bat_000000000000000000000000")
+    assert missing.returncode == 2 and "taskdeck batches" in missing.stderr
