@@ -123,3 +123,28 @@ async def test_rows_added_by_a_process_that_died_before_storing_their_runs_are_a
         assert all(t.submit_token == row_tag(batch.id, t.row_index or 0) for t in after)
     finally:
         await second.stop()
+
+
+async def test_outcomes_are_stored_while_other_rows_still_run(
+    tmp_path: Path, recording_emulator: BackgroundEmulator
+) -> None:
+    """Rows end at different times (ultra: 5-25 emulated minutes, 1.5-7.5 s here): each one's output is
+    stored a few seconds after it ends, while the others still run, not all at the batch's end."""
+    engine = Engine(fast_settings(tmp_path / "t.db", recording_emulator.url))
+    await engine.start()
+    try:
+        spec = {k: v for k, v in SPEC.items() if k != "metadata"} | {"processor": "ultra"}
+        batch, _ = await engine.create_batch(
+            KEY, name="spread.csv", columns=["company", "city"], rows=_rows(30), spec=spec, digest="spread"
+        )
+
+        def some_but_not_all() -> bool:
+            statuses = [t.status for t in engine.store.batch_rows(batch.id)]
+            done = sum(1 for s in statuses if s == TaskStatus.COMPLETED)
+            return 0 < done < len(statuses)
+
+        await _until(engine, some_but_not_all, timeout=60)
+        await _wait_batch_done(engine, batch.id)
+        assert {t.status for t in engine.store.batch_rows(batch.id)} == {TaskStatus.COMPLETED}
+    finally:
+        await engine.stop()

@@ -27,7 +27,8 @@ def emu() -> Iterator[BackgroundEmulator]:
 
 
 def _runs_created(emu: BackgroundEmulator) -> int:
-    keys = httpx.get(f"{emu.url}/_emulator/stats").json()["keys"]
+    # A generous timeout: the emulator may be busy adding a chunk of 1,000 runs on a loaded machine.
+    keys = httpx.get(f"{emu.url}/_emulator/stats", timeout=60).json()["keys"]
     return sum(int(k["runs"]) for k in keys.values())
 
 
@@ -39,6 +40,10 @@ def _enrich(tmp_path: Path, emu: BackgroundEmulator, *args: str) -> subprocess.P
         "TASKDECK_HEARTBEAT_INTERVAL": "0.3",
         "TASKDECK_LEASE_TTL": "1.5",
         "TASKDECK_BACKOFF_BASE": "0.05",
+        # After a crash mid-add, rows sent but not found in the group are added again only once nothing
+        # sent can still land (300 s in production; the emulator answers within a second or two).
+        "TASKDECK_CREATE_TIMEOUT": "15",
+        "TASKDECK_CREATE_SETTLE": "15",
     }
     cmd = [sys.executable, "-m", "taskdeck", "enrich", *args, "--db", str(tmp_path / "t.db"), "--base-url", emu.url]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -165,3 +170,46 @@ def test_batches_lists_the_batch_and_export_writes_it_with_its_basis(tmp_path: P
     assert all(r[3] in ("high", "medium", "low") and r[4].startswith("http") and r[5] for r in table[1:])
     missing = _cli(tmp_path, "export", "bat_000000000000000000000000")
     assert missing.returncode == 2 and "taskdeck batches" in missing.stderr
+
+
+def _row_states(db: Path) -> dict[str, int]:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT status, COUNT(*) FROM tasks WHERE batch_id IS NOT NULL GROUP BY status"))
+
+
+@pytest.mark.parametrize("moment", ["mid-add_runs", "mid-follow"])
+def test_sigkill_then_the_same_command_completes_the_batch_and_pays_for_every_row_once(
+    tmp_path: Path, emu: BackgroundEmulator, moment: str
+) -> None:
+    """A real SIGKILL of the process running the batch: while its rows are being added (3 add_runs of
+    1,000), or while they are followed. The rerun reconciles what was sent from the group's runs (by
+    their tags) and creates only what never reached Parallel: upstream creates == rows."""
+    rows = 3000
+    source = tmp_path / "many.csv"
+    source.write_text("company\n" + "".join(f"Company {i}\n" for i in range(rows)), encoding="utf-8")
+    out = tmp_path / "out.csv"
+    args = [str(source), "-o", str(out), "--processor", "lite", "--output", "ceo: the CEO"]
+    args += ["--metadata", '{"emulator": "duration=1500"}']  # ~7.5 s per run here
+    proc = _enrich(tmp_path, emu, *args)
+    try:
+        if moment == "mid-add_runs":
+            wait_for(lambda: _runs_created(emu) >= 1, 120, "the first rows to be added")
+        else:
+            wait_for(lambda: _runs_created(emu) == rows, 120, "every row to be added")
+            wait_for(lambda: _row_states(tmp_path / "t.db").get("completed", 0) > 0, 120, "some rows to complete")
+    finally:
+        proc.kill()  # SIGKILL: no handler runs, nothing is flushed or released
+        proc.communicate(timeout=30)
+    killed_at = _runs_created(emu)
+    if moment == "mid-add_runs":
+        assert killed_at < rows, "the process should have died before every chunk was added"
+    rerun = _enrich(tmp_path, emu, *args)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert _runs_created(emu) == rows, f"killed with {killed_at} created: {_runs_created(emu)} in the end"
+    with out.open(newline="", encoding="utf-8") as f:
+        table = list(csv.reader(f))[1:]
+    assert [r[0] for r in table] == [f"Company {i}" for i in range(rows)]
+    assert {r[-2] for r in table} == {"completed"} and all(r[1] for r in table)

@@ -22,6 +22,7 @@ own event stream is opened only when a person asks for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -59,6 +60,10 @@ log = logging.getLogger("taskdeck.batches")
 CHUNK = 1000  # inputs per add_runs request (contract §9)
 BATCH_KEY, ROW_KEY = "taskdeck_batch", "taskdeck_row"
 TERMINAL_UPSTREAM = {"completed": TaskStatus.COMPLETED, "failed": TaskStatus.FAILED, "cancelled": TaskStatus.CANCELLED}
+
+
+# Outcomes are fetched this long after runs end: 10 % of the time followed so far, within these bounds.
+FETCH_DELAY_MIN, FETCH_DELAY_MAX, FETCH_DELAY_SHARE = 2.0, 15.0, 0.1
 
 
 def row_tag(batch_id: str, row_index: int, attempt: int = 0) -> str:
@@ -119,6 +124,7 @@ class BatchSupervisor:
         # The runs stream's event_id just before the first run not yet ended (runs come in the order
         # they were added): outcomes are read from there, not from the start, each time.
         self._outcomes_after: str | None = None
+        self._following_since = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()
@@ -331,12 +337,33 @@ class BatchSupervisor:
         await self._patch_batch(status=BatchStatus.COMPLETED, completed_at=time.time())
         log.info("batch %s: every row ended", self.batch.id)
 
+    def _fetch_delay(self) -> float:
+        """How long after a run ends its outcome is fetched (with every other ended meanwhile).
+
+        Short at first, so the grid fills in within seconds; longer as the batch goes on, so a long
+        batch costs few requests (one runs-stream read per delay, whatever the number of rows).
+        """
+        elapsed = time.monotonic() - self._following_since
+        return min(FETCH_DELAY_MAX, max(FETCH_DELAY_MIN, elapsed * FETCH_DELAY_SHARE))
+
+    async def _fetch_later(self) -> None:
+        try:
+            await self._pause(self._fetch_delay())
+            await self._fetch_outcomes()
+        except Stop:
+            return  # the process is stopping: the next supervisor fetches what is left
+
     async def _read_group_events(self) -> int:
-        """Read the group's event stream until it closes; return how many runs ended meanwhile."""
+        """Read the group's event stream until it closes; return how many runs ended meanwhile.
+
+        Outcomes are fetched while the stream stays open (a fetch a few seconds after runs end, beside
+        the stream, not instead of it): the grid fills in as rows end, and the stream is not reopened.
+        """
         group_id = self.batch.taskgroup_id
         assert group_id is not None
         ended = 0
         cursor = self.batch.events_cursor
+        fetcher: asyncio.Task[None] | None = None
         try:
             async with self.ports.upstream.group_events(
                 self.batch.owner, self.api_key, group_id, after=cursor, read_timeout=self.settings.stream_read_timeout
@@ -348,8 +375,8 @@ class BatchSupervisor:
                     cursor = payload.get("event_id") or cursor
                     if payload.get("type") == "task_run.state":
                         ended += 1
-                        if ended % 200 == 0:
-                            break  # fetch what ended so far: the grid fills in while the rest goes on
+                        if fetcher is None or fetcher.done():
+                            fetcher = asyncio.create_task(self._fetch_later(), name=f"batch-{self.batch.id}-fetch")
             self.failures = 0
         except UpstreamError as err:
             log.warning("batch %s: its group's event stream failed (%s); reopening", self.batch.id, err)
@@ -357,6 +384,11 @@ class BatchSupervisor:
         except (TimeoutError, OSError) as err:
             log.warning("batch %s: its group's event stream dropped (%s); reopening", self.batch.id, err)
             await self._pause(self.settings.backoff_base)
+        finally:
+            if fetcher is not None and not fetcher.done():
+                fetcher.cancel()  # the caller fetches once more now: nothing is missed
+                with contextlib.suppress(asyncio.CancelledError, Stop):
+                    await fetcher
         if cursor != self.batch.events_cursor:
             await self._patch_batch(events_cursor=cursor)
         return ended

@@ -350,7 +350,7 @@ class Engine:
                 rows.extend(page)
                 if len(page) < 5000:
                     break
-                after = page[-1].row_index or after
+                after = page[-1].row_index if page[-1].row_index is not None else after
             if not rows:
                 raise IntakeError(409, "batch: no failed rows to retry")
             processor = get_processor(str(batch.spec.get("processor")))
