@@ -122,6 +122,8 @@ def test_check_then_create_runs_every_row_in_order_with_outputs_and_basis_and_a_
     assert _check(api, again)["resumes"]["batch_id"] == batch_id
     resp = api.post("/api/batches", json={**again, "confirm_cost_usd": check["cost_usd"]})
     assert resp.status_code == 200 and resp.json()["resumed"] is True
+    resp = api.post("/api/batches", json={**again, "confirm_cost_usd": 0})  # resuming costs nothing: 0 confirms
+    assert resp.status_code == 200 and resp.json()["resumed"] is True
     assert resp.json()["batch"]["id"] == batch_id and _creates(web) - before == 3
 
     # Another key sees none of it.
@@ -243,6 +245,7 @@ def test_every_bad_batch_body_is_refused_naming_the_field_and_nothing_is_stored(
         ({**good, "spec": {**SPEC, "columns": ["nope"]}}, ["spec", "columns", 0]),
         ({**good, "spec": {"processor": "lite", "template": "{company.__class__}"}}, ["spec", "template"]),
         ({**good, "spec": {"processor": "lite", "template": "Who runs {nope}?"}}, ["spec", "template"]),
+        ({**good, "spec": {"processor": "lite", "template": "The same question for every row"}}, ["spec", "template"]),
         ({**good, "spec": {**SPEC, "extra": True}}, ["spec", "extra"]),
     ]
     for body, loc in cases:

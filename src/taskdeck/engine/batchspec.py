@@ -144,6 +144,8 @@ def spec_from_body(value: Any, columns: list[str]) -> dict[str, Any]:
             names = template_fields(template)
         except ValueError as err:
             raise _problem(["spec", "template"], str(err)) from None
+        if not names:
+            raise _problem(["spec", "template"], "refers to no {column}: every row would ask (and pay for) the same")
         for name in names:
             if name not in columns:
                 raise _problem(["spec", "template"], f"{{{name[:80]}}} is not a column of the input")

@@ -160,7 +160,8 @@ async def create_batch(request: Request, response: Response, who: Auth, body: Bo
     """Run a table: one Parallel task group, one run per row. The same table and spec again resume the
     batch made before (200, ``resumed: true``) and pay for nothing twice.
 
-    ``confirm_cost_usd`` must equal the total ``POST /api/batches/check`` answered (rows × price).
+    ``confirm_cost_usd`` must equal the total ``POST /api/batches/check`` answered (rows × price); to
+    resume a batch made before, 0 confirms too.
     """
     upload = await read_upload(body, _max_rows(request))
     spec = spec_from_body(body.get("spec"), upload.columns)
@@ -169,11 +170,13 @@ async def create_batch(request: Request, response: Response, who: Auth, body: Bo
         raise _problem(["confirm_cost_usd"], "required: the total cost POST /api/batches/check answered, to confirm it")
     engine = request.app.state.engine
     # The same check a create makes, first: a wrong confirmation stores nothing and sends nothing.
-    _, tasks = await asyncio.to_thread(
+    made, tasks = await asyncio.to_thread(
         build_batch, who.owner, upload.name, upload.columns, upload.rows, spec, upload.digest, holder=None, lease_ttl=0
     )
     total = round(sum(t.cost_usd or 0.0 for t in tasks), 4)
-    if abs(float(confirm) - total) > 0.005:
+    # Resuming costs nothing: 0 confirms it too (the check answered resumes.cost_usd = 0).
+    resumes = await catalog_of(request).find_batch(who.owner, made.resume_key) is not None
+    if abs(float(confirm) - total) > 0.005 and not (resumes and float(confirm) == 0.0):
         raise _problem(
             ["confirm_cost_usd"],
             f"is {confirm}, but these {len(tasks):,} rows cost ${total:,.4f}; check the batch again and confirm that",

@@ -31,7 +31,11 @@ async def _batches_data(request: Request, who: Caller) -> dict[str, Any]:
         "processors": [
             {"name": p.name, "usd_per_run": p.usd_per_run, "latency": p.latency_label} for p in PROCESSORS.values()
         ],
-        "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_batch_rows": settings.max_batch_rows},
+        "limits": {
+            # What the guard enforces on the batch routes (never less than any body's limit).
+            "max_upload_bytes": max(settings.max_upload_bytes, settings.max_body_bytes),
+            "max_batch_rows": settings.max_batch_rows,
+        },
     }
 
 
