@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import emulator_streams, engine_ingest, engine_runs, pg_driver, scale_out, ui, web
+from bench import emulator_streams, engine_ingest, engine_runs, enrich_compare, pg_driver, scale_out, ui, web
 
 BENCHMARKS: dict[str, Callable[[list[str] | None], Any]] = {
     "emulator-streams": emulator_streams.run,
@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, Callable[[list[str] | None], Any]] = {
     "web": web.run,
     "ui": ui.run,
     "scale-out": scale_out.run,
+    "enrich": enrich_compare.run,
 }
 
 
