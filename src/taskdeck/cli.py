@@ -337,7 +337,8 @@ def submit(
         parsed = _maybe_json(output)
         if parsed == "auto":
             parsed = {"type": "auto"}
-        elif isinstance(parsed, dict) and "json_schema" not in parsed and "type" not in parsed:
+        elif isinstance(parsed, dict) and "json_schema" not in parsed and parsed.get("type") in (None, "object"):
+            # A JSON schema itself (an object's properties), not an output_schema around one.
             parsed = {"type": "json", "json_schema": parsed}
         request["task_spec"] = {"output_schema": parsed}
     try:
@@ -531,5 +532,6 @@ def main() -> None:
     app()
 
 
-# The batch commands (batches, export) live in their own module and register on ``app``.
-from taskdeck import batchcommands  # noqa: E402,F401
+# The batch commands (batches, export) and the task commands (run, tasks, show, watch) live in their
+# own modules and register on ``app``.
+from taskdeck import batchcommands, taskcommands  # noqa: E402,F401
