@@ -11,6 +11,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -345,6 +346,30 @@ def test_a_batch_and_its_rows_round_trip_in_input_order(store: Store) -> None:
     )
     with pytest.raises(ValueError, match="resume_key"):
         store.apply([PatchBatch(batch.id, {"resume_key": "other"})])
+
+
+def test_batch_rows_filter_by_status_and_change_time_and_keep_their_values_and_cost(store: Store) -> None:
+    from taskdeck.store.base import InsertBatch
+
+    store.apply([PutKey("o1", b"c", "x", 1.0)])
+    batch, rows = _batch(rows=4)
+    rows = [replace(r, row_values={"name": f"n{r.row_index}", "ünïcode": "☃"}, cost_usd=0.5) for r in rows]
+    store.apply([InsertBatch(batch), *map(InsertTask, rows)])
+    by_index = {r.row_index: r for r in rows}
+    store.apply(
+        [
+            PatchTask(by_index[1].id, {"status": "failed", "run_id": "run_1", "completed_at": 200.0}),
+            PatchTask(by_index[2].id, {"status": "queued", "run_id": "run_2", "submitted_at": 100.0}),
+            PatchTask(by_index[3].id, {"status": "completed", "run_id": "run_3", "completed_at": 300.0}),
+        ]
+    )
+    assert store.batch_rows(batch.id)[0].row_values == {"name": "n0", "ünïcode": "☃"}
+    assert [t.row_index for t in store.batch_rows(batch.id, statuses=["failed", "completed"])] == [1, 3]
+    assert [t.row_index for t in store.batch_rows(batch.id, changed_since=150.0)] == [1, 3]
+    assert [t.row_index for t in store.batch_rows(batch.id, changed_since=50.0, statuses=["queued"])] == [2]
+    assert [t.row_index for t in store.batch_rows(batch.id, after_index=1, changed_since=0.0)] == [2, 3]
+    assert store.batch_cost(batch.id) == 1.5  # rows with a run only
+    assert store.batch_cost("bat_none") == 0.0
 
 
 def test_one_input_and_spec_is_one_batch_per_owner(store: Store) -> None:
