@@ -262,3 +262,26 @@ def test_every_bad_batch_body_is_refused_naming_the_field_and_nothing_is_stored(
     resp = api.post("/api/tasks", json={"input": "y" * 6000, "processor": "lite"})
     assert resp.status_code == 413 and "TASKDECK_MAX_BODY_BYTES" in resp.text
     assert api.get("/api/batches").json()["batches"] == []
+
+
+def test_the_same_batch_flow_on_postgresql(make_web: Callable[..., Web]) -> None:
+    """Create, follow, read rows, export and retry, with every process's state in PostgreSQL."""
+    from pg import fresh_schema
+
+    with fresh_schema() as url:
+        web = make_web(database_url=url)
+        api = _client(web, KEY)
+        rows = [{"company": f"Pg {i}" + (f" {FAIL_MARKER}" if i == 2 else ""), "note": "☃ ünïcode"} for i in range(6)]
+        body = {"name": "pg.json", "rows": rows, "spec": SPEC}
+        check = _check(api, body)
+        before = _creates(web)
+        batch_id = api.post("/api/batches", json={**body, "confirm_cost_usd": check["cost_usd"]}).json()["batch"]["id"]
+        summary = _until_done(api, batch_id)
+        assert (summary["done"], summary["failed"]) == (5, 1)
+        got = api.get(f"/api/batches/{batch_id}/rows").json()["rows"]
+        assert [r["index"] for r in got] == list(range(6)) and got[0]["values"]["note"] == "☃ ünïcode"
+        export = list(csv.reader(io.StringIO(api.get(f"/api/batches/{batch_id}/export").text)))
+        assert [r[0] for r in export[1:]] == [r["company"] for r in rows]
+        assert api.post(f"/api/batches/{batch_id}/retry").json()["retried"] == 1
+        _until_done(api, batch_id)
+        assert _creates(web) - before == 7  # six rows, and the one failed row once more
