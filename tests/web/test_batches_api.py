@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from web_helpers import Web
+from web_helpers import Web, sse
 
 from helpers import wait_for
 from taskdeck.emulator.run import FAIL_MARKER
@@ -285,3 +285,31 @@ def test_the_same_batch_flow_on_postgresql(make_web: Callable[..., Web]) -> None
         assert api.post(f"/api/batches/{batch_id}/retry").json()["retried"] == 1
         _until_done(api, batch_id)
         assert _creates(web) - before == 7  # six rows, and the one failed row once more
+
+
+def test_a_watched_rows_run_stream_is_opened_on_demand_and_its_reasoning_streams_live(web: Web) -> None:
+    """Rows are followed through the group (no stream per run); opening a row's event stream opens its
+    run's own stream upstream for the while, and its progress messages arrive like any task's."""
+    api = _client(web, KEY)
+    slow = {**SPEC, "metadata": {"emulator": "duration=800"}}  # ~4 s here
+    body = {"name": "watch.csv", "content": "company\nWatched Co\nOther Co\n", "spec": slow}
+    check = _check(api, body)
+    batch_id = api.post("/api/batches", json={**body, "confirm_cost_usd": check["cost_usd"]}).json()["batch"]["id"]
+
+    def rows() -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = api.get(f"/api/batches/{batch_id}/rows").json()["rows"]
+        return got
+
+    wait_for(lambda: all(r["run_id"] for r in rows()), 60, "the rows' runs to be created")
+    first, second = rows()
+    frames = sse(api, f"/api/tasks/{first['task_id']}/events")  # until the row ends
+    kinds = [json.loads(data).get("type") for _, event, data in frames if not event and data]
+    assert any(str(k).startswith("task_run.progress_msg.") for k in kinds), kinds
+    stats = httpx.get(f"{web.emulator.url}/_emulator/stats").json()
+    assert stats["max_open_streams_per_run"] == 1
+    _until_done(api, batch_id)
+    # The row nobody opened has no run events stored: its outcome came in bulk through the group.
+    page = api.get(f"/task/{second['task_id']}.json").json()
+    assert not [e for e in page["events"] if e["type"].startswith("task_run.progress_msg.")]
+    watched = api.get(f"/task/{first['task_id']}.json").json()
+    assert watched["status"] == "completed" and watched["output"]["content"]

@@ -31,6 +31,7 @@ from taskdeck.engine.groups import OwnerGroups
 from taskdeck.engine.intake import IntakeError, key_record, new_task, validate_request
 from taskdeck.engine.machine import holder_name, node_of, pid_gone
 from taskdeck.engine.ratelimit import RateBudget
+from taskdeck.engine.viewers import RowViewers
 from taskdeck.engine.writer import WriteFailed, Writer, note
 from taskdeck.models import ACTIVE_UPSTREAM, Batch, BatchStatus, Task, TaskStatus, new_task_id
 from taskdeck.processors import get_processor
@@ -106,6 +107,8 @@ class Engine:
             self.holder,
             self.api_key,
         )
+        # Batch rows someone is looking at: their run streams, opened on demand (engine/viewers.py).
+        self.viewers = RowViewers(self._ports, self.api_key)
         # When our leases were last known renewed (monotonic); a create is only sent while they are fresh.
         self._renewed_at = time.monotonic()
         self._spend_locks: dict[str, asyncio.Lock] = {}
@@ -151,6 +154,7 @@ class Engine:
         for follower in self.followers.values():
             follower.stop()
         batches = await self.desk.stop(grace / 3)
+        await self.viewers.stop(grace / 6)
         tasks = [*self._tasks.values(), *self._checks]
         for task in tasks:
             task.cancel()

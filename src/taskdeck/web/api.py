@@ -433,10 +433,18 @@ async def task_events(
     if not EVENT_ID.fullmatch(raw):
         raise _problem(["header", "last-event-id"], "must be the id of an event of this stream (digits)")
     return StreamingResponse(
-        _event_stream(request, who, task.id, int(raw)),
+        _watched(_engine(request), task, _event_stream(request, who, task.id, int(raw))),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+async def _watched(engine: Engine, task: Task, stream: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The stream, with a batch row's run stream open upstream while it is read (engine/viewers.py):
+    a row's reasoning and sources show live only while someone looks at it."""
+    async with engine.viewers.viewing(task), aclosing(stream) as frames:  # type: ignore[type-var]
+        async for frame in frames:
+            yield frame
 
 
 class _Behind:
