@@ -207,6 +207,11 @@ def test_rows_changed_since_a_poll_are_only_the_rows_that_changed(web: Web) -> N
     assert later["rows"] == []
     everything = api.get(f"/api/batches/{batch_id}/rows", params={"changed_since": 0}).json()
     assert len(everything["rows"]) == 3
+    # Out-of-range paging and bad statuses: 422 naming the parameter, never a 500 from the database.
+    for params in ({"after": 10**30}, {"limit": 0}, {"status": "nonsense"}, {"changed_since": "nan"}):
+        resp = api.get(f"/api/batches/{batch_id}/rows", params=params)
+        assert resp.status_code == 422, (params, resp.text)
+    assert api.get("/api/batches/bat_nope/rows").status_code == 404
 
 
 def _refusal(api: httpx.Client, body: Any, path: str = "/api/batches/check") -> tuple[int, list[Any]]:

@@ -228,7 +228,7 @@ async def batch_rows(
     request: Request,
     who: Auth,
     batch_id: str,
-    after: Annotated[int, Query(ge=-1, description="the last row index of the previous page")] = -1,
+    after: Annotated[int, Query(ge=-1, le=10**9, description="the last row index of the previous page")] = -1,
     limit: Annotated[int, Query(ge=1, le=2000)] = 500,
     status: Annotated[
         list[str] | None, Query(description="only rows of these statuses ('failed': every failure)")
