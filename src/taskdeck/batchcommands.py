@@ -20,7 +20,7 @@ import typer
 
 from taskdeck.cli import DbOption, UrlOption, _settings, app
 
-__all__ = ["batches", "export", "export_to", "remote_enrich"]
+__all__ = ["batches", "export", "export_to", "local_owner", "remote_enrich"]
 
 ServerOption = Annotated[
     str | None,
@@ -94,14 +94,10 @@ def batches(
             _print_batches(_answer(client.get("/api/batches", params={"limit": limit}))["batches"], as_json)
         return
     from taskdeck.store.open import open_store
-    from taskdeck.vault import KeyVault
     from taskdeck.web.batchviews import batch_summary
 
-    if not api_key:
-        typer.echo("error: no API key: set PARALLEL_API_KEY or pass --api-key (batches are listed per key)", err=True)
-        raise typer.Exit(2)
     settings = _settings(db, None, database_url=database_url)
-    owner = KeyVault.open(settings.secret_key, settings.db_path).owner(api_key)
+    owner = local_owner(settings, api_key, "batches")
     store = open_store(settings.store_url)
     try:
         rows = [batch_summary(b, store.batch_counts(b.id), store.batch_cost(b.id)) for b in store.list_batches(owner)]
@@ -142,6 +138,32 @@ def _open_out(out: Path | None) -> IO[str]:
     return sys.stdout if out is None else out.open("w", newline="", encoding="utf-8")
 
 
+def _download(client: Any, batch_id: str, kind: str, basis: bool, out: Path | None) -> None:
+    """A server's export of a batch, streamed to ``out`` (stdout when None); nothing is written on an error."""
+    params = {"format": kind, "basis": str(basis).lower()}
+    with client.stream("GET", f"/api/batches/{batch_id}/export", params=params) as resp:
+        if resp.status_code >= 400:
+            resp.read()
+            _answer(resp)
+        handle = _open_out(out)
+        try:
+            for text in resp.iter_text():
+                handle.write(text)
+        finally:
+            if out is not None:
+                handle.close()
+
+
+def local_owner(settings: Any, api_key: str | None, what: str) -> str:
+    """The owner of ``api_key`` in the local database (its keyed hash), or exit 2 saying a key is needed."""
+    from taskdeck.vault import KeyVault
+
+    if not api_key:
+        typer.echo(f"error: no API key: set PARALLEL_API_KEY or pass --api-key ({what} are listed per key)", err=True)
+        raise typer.Exit(2)
+    return KeyVault.open(settings.secret_key, settings.db_path).owner(api_key)
+
+
 @app.command()
 def export(
     batch_id: Annotated[str, typer.Argument(help="The batch (bat_…), from `taskdeck batches`.")],
@@ -163,22 +185,8 @@ def export(
     """
     kind = _format_of(out, fmt)
     if url:
-        with (
-            _client(url, api_key) as client,
-            client.stream(
-                "GET", f"/api/batches/{batch_id}/export", params={"format": kind, "basis": str(basis).lower()}
-            ) as resp,
-        ):
-            if resp.status_code >= 400:
-                resp.read()
-                _answer(resp)
-            handle = _open_out(out)
-            try:
-                for text in resp.iter_text():
-                    handle.write(text)
-            finally:
-                if out is not None:
-                    handle.close()
+        with _client(url, api_key) as client:
+            _download(client, batch_id, kind, basis, out)
         return
     settings = _settings(db, None, database_url=database_url)
     handle = _open_out(out)
@@ -234,19 +242,6 @@ def remote_enrich(
             if batch["status"] == "completed":
                 break
             time.sleep(1.0)  # a progress poll of the server, once a second (not a test synchronisation)
-        kind = _format_of(out, None)
-        with client.stream(
-            "GET", f"/api/batches/{batch['id']}/export", params={"format": kind, "basis": str(basis).lower()}
-        ) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                _answer(resp)
-            handle = _open_out(out)
-            try:
-                for text in resp.iter_text():
-                    handle.write(text)
-            finally:
-                if out is not None:
-                    handle.close()
+        _download(client, batch["id"], _format_of(out, None), basis, out)
     summary: dict[str, Any] = batch
     return summary

@@ -334,13 +334,7 @@ def submit(
     settings = _settings(db, None)
     request: dict[str, object] = {"input": _maybe_json(input_text), "processor": processor}
     if output is not None:
-        parsed = _maybe_json(output)
-        if parsed == "auto":
-            parsed = {"type": "auto"}
-        elif isinstance(parsed, dict) and "json_schema" not in parsed and parsed.get("type") in (None, "object"):
-            # A JSON schema itself (an object's properties), not an output_schema around one.
-            parsed = {"type": "json", "json_schema": parsed}
-        request["task_spec"] = {"output_schema": parsed}
+        request["task_spec"] = {"output_schema": output_schema_of(output)}
     try:
         task = enqueue(settings, api_key or "", request)
     except IntakeError as exc:
@@ -505,6 +499,17 @@ def enrich(
     )
     if result.failed and not allow_failures:
         raise typer.Exit(1)
+
+
+def output_schema_of(text: str) -> object:
+    """``--output``: 'auto', a text description, an output_schema object, or a JSON schema (wrapped)."""
+    parsed = _maybe_json(text)
+    if parsed == "auto":
+        return {"type": "auto"}
+    if isinstance(parsed, dict) and "json_schema" not in parsed and parsed.get("type") in (None, "object"):
+        # A JSON schema itself (an object's properties), not an output_schema around one.
+        return {"type": "json", "json_schema": parsed}
+    return parsed
 
 
 def _maybe_json(text: str) -> object:

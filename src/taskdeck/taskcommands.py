@@ -17,8 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
-from taskdeck.batchcommands import KeyOption, ServerOption, _answer, _client
-from taskdeck.cli import BaseUrlOption, DbOption, UrlOption, _maybe_json, _settings, app
+from taskdeck.batchcommands import KeyOption, ServerOption, _answer, _client, local_owner
+from taskdeck.cli import BaseUrlOption, DbOption, UrlOption, _maybe_json, _settings, app, output_schema_of
 
 __all__ = ["describe_event", "render_result", "run", "show", "tasks", "watch"]
 
@@ -165,13 +165,7 @@ def run(
     # Events on: the point of following a run here is to see its reasoning and sources as they come.
     request: dict[str, Any] = {"input": _maybe_json(question), "processor": processor, "enable_events": True}
     if output is not None:
-        parsed = _maybe_json(output)
-        if parsed == "auto":
-            parsed = {"type": "auto"}
-        elif isinstance(parsed, dict) and "json_schema" not in parsed and parsed.get("type") in (None, "object"):
-            # A JSON schema itself (an object's properties), not an output_schema around one.
-            parsed = {"type": "json", "json_schema": parsed}
-        request["task_spec"] = {"output_schema": parsed}  # as `taskdeck submit` builds it
+        request["task_spec"] = {"output_schema": output_schema_of(output)}  # as `taskdeck submit` builds it
     if not api_key:
         typer.echo("error: no API key: set PARALLEL_API_KEY or pass --api-key", err=True)
         raise typer.Exit(2)
@@ -226,14 +220,10 @@ def tasks(
             rows = _answer(client.get("/api/tasks", params={k: v for k, v in params.items() if v}))["tasks"]
     else:
         from taskdeck.store.open import open_store
-        from taskdeck.vault import KeyVault
         from taskdeck.web.views import task_summary
 
-        if not api_key:
-            typer.echo("error: no API key: set PARALLEL_API_KEY or pass --api-key (tasks are listed per key)", err=True)
-            raise typer.Exit(2)
         settings = _settings(db, None, database_url=database_url)
-        owner = KeyVault.open(settings.secret_key, settings.db_path).owner(api_key)
+        owner = local_owner(settings, api_key, "tasks")
         store = open_store(settings.store_url)
         try:
             found = store.list_tasks(owner, statuses=status or None, processor=processor, text=q, limit=limit)

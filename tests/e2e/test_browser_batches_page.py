@@ -295,8 +295,13 @@ def test_list_and_preview_fit_a_phone_and_a_desktop_in_light_and_dark(
 def test_the_file_is_chosen_from_the_keyboard_and_one_over_the_upload_limit_is_never_sent(
     tmp_path: Path, browser: Browser, emulator: BackgroundEmulator
 ) -> None:
+    # The upload limit the page is told is what the guard enforces: never below the body limit, so both are set.
     settings = Settings(
-        db_path=tmp_path / "small.db", parallel_base_url=emulator.url, secret_key=SECRET, max_upload_bytes=200_000
+        db_path=tmp_path / "small.db",
+        parallel_base_url=emulator.url,
+        secret_key=SECRET,
+        max_upload_bytes=200_000,
+        max_body_bytes=100_000,
     )
     app = create_app(settings, demo=True)
     srv = BackgroundServer(app, before_shutdown=lambda: begin_shutdown(app)).start()

@@ -100,3 +100,21 @@ async def test_add_runs_refuses_more_than_a_thousand_inputs_before_sending(emula
         assert err.value.local and upstream.requests == 0
     finally:
         await upstream.close()
+
+
+async def test_the_runs_stream_is_handed_over_in_pages_of_the_one_request(emulator: BackgroundEmulator) -> None:
+    budget = RateBudget(2000, "all")
+    upstream = Upstream(emulator.url, budget)
+    try:
+        group = await upstream.create_group(OWNER, KEY, {"taskdeck": "pages"})
+        added = await upstream.add_runs(
+            OWNER, KEY, group["taskgroup_id"], _inputs(5), default_task_spec=None, betas=[EVENTS_BETA], timeout=30
+        )
+        pages = [
+            [s["run"]["run_id"] for s in page]
+            async for page in upstream.group_run_pages(OWNER, KEY, group["taskgroup_id"], after=None, page_size=2)
+        ]
+        assert [len(p) for p in pages] == [2, 2, 1]
+        assert [r for p in pages for r in p] == added["run_ids"]
+    finally:
+        await upstream.close()

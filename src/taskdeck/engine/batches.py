@@ -104,6 +104,15 @@ class BatchPorts:
     upstream: Upstream
     lease_fresh: Callable[[], bool]
     rows: Callable[[str, int, int], Awaitable[list[Task]]]  # (batch id, after row index, limit)
+    counts: Callable[[str], Awaitable[dict[str, int]]]  # a batch's rows per status
+
+
+@dataclass(slots=True)
+class _Run:
+    """What the supervisor keeps of a row per run: its task and whether its outcome is stored."""
+
+    task_id: str
+    ended: bool
 
 
 class Stop(Exception):
@@ -119,7 +128,7 @@ class BatchSupervisor:
         self.api_key = api_key
         self.failures = 0
         self._stop = asyncio.Event()
-        self._by_run: dict[str, Task] = {}  # run id -> its row (as last stored)
+        self._by_run: dict[str, _Run] = {}  # run id -> its row (a Task per row would be 10,000 of them)
         self._open = 0  # rows not yet ended
         # The runs stream's event_id just before the first run not yet ended (runs come in the order
         # they were added): outcomes are read from there, not from the start, each time.
@@ -213,7 +222,7 @@ class BatchSupervisor:
             await self._patch_batch(status=BatchStatus.RUNNING, added_rows=self.batch.row_count)
         for row in rows:
             if row.run_id is not None:
-                self._by_run[row.run_id] = row
+                self._by_run[row.run_id] = _Run(row.id, row.status.is_terminal)
 
     async def _add_chunk(self, chunk: list[Task]) -> None:
         group_id = self.batch.taskgroup_id
@@ -287,7 +296,7 @@ class BatchSupervisor:
             writes.append(note(row, "submitted", run_id=run_id, how=how))
         await self._commit(writes)
         for row, run_id in pairs:
-            self._by_run[run_id] = row
+            self._by_run[run_id] = _Run(row.id, False)
 
     async def _reconcile(self, rows: list[Task], *, sent_at: float | None = None) -> list[Task]:
         """Adopt the runs the group already has for these rows (found by their tags); return the rows
@@ -324,18 +333,19 @@ class BatchSupervisor:
 
     # -- following -----------------------------------------------------------------------------
     async def _follow(self) -> None:
-        rows = await self._all_rows()
-        self._open = sum(1 for r in rows if not r.status.is_terminal)
-        pending_outputs = {r.run_id for r in rows if r.run_id and not r.status.is_terminal}
+        self._open = await self._open_rows()
         while self._open > 0:
-            ended = await self._read_group_events()
-            if ended or pending_outputs:
-                await self._fetch_outcomes()
-                rows = await self._all_rows()
-                self._open = sum(1 for r in rows if not r.status.is_terminal)
-                pending_outputs = {r.run_id for r in rows if r.run_id and not r.status.is_terminal}
+            await self._read_group_events()
+            # The stream closed (no run active any more, its hour, an error): store what ended meanwhile.
+            await self._fetch_outcomes()
+            self._open = await self._open_rows()
         await self._patch_batch(status=BatchStatus.COMPLETED, completed_at=time.time())
         log.info("batch %s: every row ended", self.batch.id)
+
+    async def _open_rows(self) -> int:
+        """Rows not ended yet, counted by the database (never every row read back into memory)."""
+        counts = await self.ports.counts(self.batch.id)
+        return sum(n for status, n in counts.items() if not TaskStatus(status).is_terminal)
 
     def _fetch_delay(self) -> float:
         """How long after a run ends its outcome is fetched (with every other ended meanwhile).
@@ -394,48 +404,54 @@ class BatchSupervisor:
         return ended
 
     async def _fetch_outcomes(self) -> None:
-        """Store every ended run's outcome not stored yet, from the group's runs stream with outputs."""
+        """Store every ended run's outcome not stored yet, from the group's runs stream with outputs,
+        a page at a time as the stream arrives (each page committed before the next is read)."""
         group_id = self.batch.taskgroup_id
         assert group_id is not None
+        now = time.time()
+        prefix_ended = True
         try:
-            states = await self.ports.upstream.group_run_states(
+            async for states in self.ports.upstream.group_run_pages(
                 self.batch.owner,
                 self.api_key,
                 group_id,
                 after=self._outcomes_after,
                 include_output=True,
                 read_timeout=120.0,
-            )
+            ):
+                writes: list[Write] = []
+                cursor = self._outcomes_after
+                ended: list[_Run] = []
+                for state in states:
+                    run = state["run"]
+                    entry = self._by_run.get(str(run.get("run_id")))
+                    status = TERMINAL_UPSTREAM.get(str(run.get("status")))
+                    if status is None:
+                        prefix_ended = False  # still going: the next read starts before it
+                    elif prefix_ended:
+                        cursor = str(state.get("event_id") or cursor)
+                    if entry is None or status is None or entry.ended:
+                        continue
+                    changes: dict[str, Any] = {
+                        "status": status.value,
+                        "upstream_status": run.get("status"),
+                        "completed_at": now,
+                    }
+                    if state.get("output") is not None:
+                        changes["output"] = state["output"]
+                    if run.get("error") is not None:
+                        changes["error"] = run["error"]
+                    writes.append(PatchTask(entry.task_id, changes))
+                    ended.append(entry)
+                if writes:
+                    await self._commit(writes)
+                for entry in ended:
+                    entry.ended = True
+                # Only past what is stored: a read cut in the middle of a page starts before it next time.
+                self._outcomes_after = cursor
         except UpstreamError as err:
             log.warning("batch %s: reading its runs' outcomes failed (%s); retrying", self.batch.id, err)
             await self._pause(self._backoff(err))
-            return
-        writes: list[Write] = []
-        now = time.time()
-        prefix_ended = True
-        for state in states:
-            run = state["run"]
-            row = self._by_run.get(str(run.get("run_id")))
-            status = TERMINAL_UPSTREAM.get(str(run.get("status")))
-            if status is None:
-                prefix_ended = False  # still going: the next read starts before it
-            elif prefix_ended:
-                self._outcomes_after = str(state.get("event_id") or self._outcomes_after)
-            if row is None or status is None or row.status.is_terminal:
-                continue
-            changes: dict[str, Any] = {
-                "status": status.value,
-                "upstream_status": run.get("status"),
-                "completed_at": now,
-            }
-            if state.get("output") is not None:
-                changes["output"] = state["output"]
-            if run.get("error") is not None:
-                changes["error"] = run["error"]
-            writes.append(PatchTask(row.id, changes))
-            self._by_run[str(run["run_id"])] = replace(row, status=status)
-        if writes:
-            await self._commit(writes)
 
 
 def resume_key(digest: str, spec: dict[str, Any]) -> str:

@@ -103,6 +103,7 @@ class Engine:
                 rows=lambda batch_id, after, limit: self.db(
                     lambda: self.store.batch_rows(batch_id, after_index=after, limit=limit)
                 ),
+                counts=lambda batch_id: self.db(self.store.batch_counts, batch_id),
             ),
             self.holder,
             self.api_key,
