@@ -19,7 +19,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from taskdeck.engine.intake import IntakeError
+from taskdeck.engine.intake import field_problem as _problem
 from taskdeck.processors import PROCESSORS, get_processor
 
 __all__ = ["OUTPUT_TYPES", "output_fields", "outputs_schema", "spec_from_body", "template_fields"]
@@ -38,11 +38,6 @@ OUTPUT_TYPES = {
 }
 SPEC_KEYS = ("processor", "outputs", "task_spec", "columns", "template", "source_policy", "metadata")
 MAX_OUTPUTS = 50
-
-
-def _problem(loc: list[str | int], message: str) -> IntakeError:
-    path = ".".join(str(x) for x in loc)
-    return IntakeError(422, f"{path}: {message}", [{"loc": loc, "msg": message, "type": "value_error"}])
 
 
 def template_fields(template: str) -> list[str]:

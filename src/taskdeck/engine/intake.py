@@ -24,6 +24,7 @@ __all__ = [
     "IntakeError",
     "enqueue",
     "enqueue_many",
+    "field_problem",
     "key_record",
     "new_task",
     "review_request",
@@ -43,6 +44,12 @@ class IntakeError(Exception):
         self.status = status
         self.message = message
         self.problems = problems or []
+
+
+def field_problem(loc: list[str | int], message: str, status: int = 422) -> IntakeError:
+    """An error naming one field (``spec.outputs.0.name: …``), as every API refusal does."""
+    path = ".".join(str(x) for x in loc)
+    return IntakeError(status, f"{path}: {message}", [{"loc": loc, "msg": message, "type": "value_error"}])
 
 
 def review_request(request: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -22,6 +22,7 @@ from taskdeck.engine import Engine, TaskChange
 from taskdeck.engine.catalog import Catalog
 from taskdeck.engine.feed import Subscription
 from taskdeck.engine.intake import IntakeError, review_request
+from taskdeck.engine.intake import field_problem as _problem
 from taskdeck.jsonbody import JsonBodyError, parse_json, text_problem
 from taskdeck.models import Event, Task, TaskStatus
 from taskdeck.processors import PROCESSORS, get_processor
@@ -62,12 +63,6 @@ def catalog_of(request: Request) -> Catalog:
 def _sessions(request: Request) -> Sessions:
     sessions: Sessions = request.app.state.sessions
     return sessions
-
-
-def _problem(loc: list[str | int], message: str, status: int = 422) -> IntakeError:
-    """An error naming one field (answered by the app's IntakeError handler)."""
-    path = ".".join(str(x) for x in loc)
-    return IntakeError(status, f"{path}: {message}", [{"loc": loc, "msg": message, "type": "value_error"}])
 
 
 async def json_body(request: Request) -> Any:

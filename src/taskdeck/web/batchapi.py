@@ -24,29 +24,25 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from taskdeck.batchinput import TableError, read_table
-from taskdeck.engine.batches import build_batch
+from taskdeck.engine.batches import build_batch, resume_key
 from taskdeck.engine.batchspec import spec_from_body
-from taskdeck.engine.intake import IntakeError
+from taskdeck.engine.intake import field_problem as _problem
 from taskdeck.models import TaskStatus
+from taskdeck.processors import get_processor
 from taskdeck.web.api import ERRORS, Auth, Body, catalog_of
 from taskdeck.web.auth import Caller
 from taskdeck.web.batchviews import FAILED, BatchFormat, batch_summary, export_batch, row_view
 
-__all__ = ["BATCH_ID", "batch_data", "json_page", "read_upload", "router"]
+__all__ = ["BATCH_ID", "batch_data", "batch_summaries", "read_upload", "router"]
 
 router = APIRouter()
 BATCH_ID = re.compile(r"bat_[0-9a-f]{24}")
 BODY_KEYS = ("name", "format", "content", "content_base64", "rows", "spec", "confirm_cost_usd")
 PREVIEW_ROWS = 3
 MAX_NAME = 200
-
-
-def _problem(loc: list[str | int], message: str, status: int = 422) -> IntakeError:
-    path = ".".join(str(x) for x in loc)
-    return IntakeError(status, f"{path}: {message}", [{"loc": loc, "msg": message, "type": "value_error"}])
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,16 +166,15 @@ async def create_batch(request: Request, response: Response, who: Auth, body: Bo
         raise _problem(["confirm_cost_usd"], "required: the total cost POST /api/batches/check answered, to confirm it")
     engine = request.app.state.engine
     # The same check a create makes, first: a wrong confirmation stores nothing and sends nothing.
-    made, tasks = await asyncio.to_thread(
-        build_batch, who.owner, upload.name, upload.columns, upload.rows, spec, upload.digest, holder=None, lease_ttl=0
-    )
-    total = round(sum(t.cost_usd or 0.0 for t in tasks), 4)
+    # Every row costs the processor's price (the check's total); engine.create_batch checks every row.
+    processor = get_processor(spec["processor"])
+    total = round((processor.usd_per_run if processor else 0.0) * len(upload.rows), 4)
     # Resuming costs nothing: 0 confirms it too (the check answered resumes.cost_usd = 0).
-    resumes = await catalog_of(request).find_batch(who.owner, made.resume_key) is not None
+    resumes = await catalog_of(request).find_batch(who.owner, resume_key(upload.digest, spec)) is not None
     if abs(float(confirm) - total) > 0.005 and not (resumes and float(confirm) == 0.0):
         raise _problem(
             ["confirm_cost_usd"],
-            f"is {confirm}, but these {len(tasks):,} rows cost ${total:,.4f}; check the batch again and confirm that",
+            f"is {confirm}, but these {len(upload.rows):,} rows cost ${total:,.4f}; check again and confirm that",
         )
     batch, resumed = await engine.create_batch(
         who.api_key, name=upload.name, columns=upload.columns, rows=upload.rows, spec=spec, digest=upload.digest
@@ -193,12 +188,16 @@ async def create_batch(request: Request, response: Response, who: Auth, body: Bo
 @router.get("/api/batches", tags=["batches"], responses=ERRORS)
 async def list_batches(request: Request, who: Auth, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
     """The key's batches, newest first, each with its counts, rate, ETA and cost."""
+    return {"batches": await batch_summaries(request, who.owner, limit)}
+
+
+async def batch_summaries(request: Request, owner: str, limit: int) -> list[dict[str, Any]]:
+    """The owner's batches, newest first, as summaries (the list route and the batches page)."""
     catalog = catalog_of(request)
     out = []
-    for batch in await catalog.batches(who.owner, limit=limit):
-        counts = await catalog.batch_counts(batch.id)
-        out.append(batch_summary(batch, counts, await catalog.batch_cost(batch.id)))
-    return {"batches": out}
+    for batch in await catalog.batches(owner, limit=limit):
+        out.append(batch_summary(batch, await catalog.batch_counts(batch.id), await catalog.batch_cost(batch.id)))
+    return out
 
 
 def _batch_id(batch_id: str) -> str:
@@ -293,8 +292,3 @@ async def export(
         media_type=media,
         headers={"content-disposition": f'attachment; filename="{stem}-enriched.{format}"'},
     )
-
-
-def json_page(data: dict[str, Any]) -> JSONResponse:
-    """A page's ``.json`` twin."""
-    return JSONResponse(data, headers={"cache-control": "no-store"})

@@ -11,8 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from taskdeck.processors import PROCESSORS
 from taskdeck.web.api import catalog_of
 from taskdeck.web.auth import SIGN_IN_MESSAGE, Caller, optional_caller
-from taskdeck.web.batchapi import BATCH_ID, batch_data
-from taskdeck.web.batchviews import batch_summary
+from taskdeck.web.batchapi import BATCH_ID, batch_data, batch_summaries
 from taskdeck.web.pages import not_found, render, sign_in_first
 
 __all__ = ["router"]
@@ -21,10 +20,7 @@ router = APIRouter(include_in_schema=False)
 
 
 async def _batches_data(request: Request, who: Caller) -> dict[str, Any]:
-    catalog = catalog_of(request)
-    batches = []
-    for batch in await catalog.batches(who.owner, limit=100):
-        batches.append(batch_summary(batch, await catalog.batch_counts(batch.id), await catalog.batch_cost(batch.id)))
+    batches = await batch_summaries(request, who.owner, 100)
     settings = request.app.state.settings
     return {
         "batches": batches,
