@@ -1,6 +1,7 @@
 """The engine: owns the store, the writer, the rate budget and every run follower of this process.
 
-A heartbeat loop renews this process's leases, claims followed tasks nobody
+A renewal loop extends this process's leases, on its own thread and cadence; a
+heartbeat loop claims followed tasks nobody
 holds (a crashed process's expire; a task it left ``submitting`` is reconciled
 by the new follower, see submitter.py), stops following the runs of keys that
 were forgotten, and GETs runs whose status no stream has reported for a while.
@@ -47,6 +48,9 @@ log = logging.getLogger("taskdeck.engine")
 # Seconds a sibling on this machine must have been seen dead before its leases are freed (engine/machine.py).
 LOCAL_TAKEOVER_GRACE = 3.0
 USAGE_REPORT_INTERVAL = 1.0
+# Leases renewed per statement: each chunk commits on its own, so a renewal holds few row locks at a time
+# (the writer locks the same task rows) and the fence sees every chunk that made it.
+RENEW_CHUNK = 1000
 T = TypeVar("T")
 
 
@@ -112,12 +116,16 @@ class Engine:
         self.viewers = RowViewers(self._ports, self.api_key)
         # When our leases were last known renewed (monotonic); a create is only sent while they are fresh.
         self._renewed_at = time.monotonic()
+        # Per followed task: when (monotonic) its lease was last written, so the fence closes only streams at risk.
+        self._leased_at: dict[str, float] = {}
+        self._batches_renewed_at = time.monotonic()
         self._spend_locks: dict[str, asyncio.Lock] = {}
         self._seen_dead: dict[str, float] = {}  # sibling holder -> when (monotonic) we first saw its pid gone
         self.followers: dict[str, Follower] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._keys: dict[str, str] = {}
         self._tick: asyncio.Task[None] | None = None
+        self._renewals: asyncio.Task[None] | None = None
         self._usage: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
         # Store calls run on this pool, not asyncio's default one, so that stop() can wait for
@@ -128,14 +136,20 @@ class Engine:
         # (bench scale-out, 5,000 runs per worker) a renewal came late, leases expired under open streams,
         # and other workers opened second streams for the same runs.
         self._lease_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskdeck-leases")
+        # And renewals one more of their own, so a slow claim or registration never delays them.
+        self._renew_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskdeck-renewals")
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call on the engine's database threads."""
         return await asyncio.get_running_loop().run_in_executor(self._db_pool, fn, *args)
 
     async def lease_db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a lease-keeping store call (renew, claim, register) on its own thread, never behind reads."""
+        """Run a lease-keeping store call (claim, register) on its own thread, never behind reads."""
         return await asyncio.get_running_loop().run_in_executor(self._lease_pool, fn, *args)
+
+    async def renew_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a lease renewal on the renewals' own thread, behind nothing else."""
+        return await asyncio.get_running_loop().run_in_executor(self._renew_pool, fn, *args)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -144,12 +158,13 @@ class Engine:
         await self.bridge.start()
         await self._heartbeat()
         self._tick = asyncio.create_task(self._tick_loop(), name="taskdeck-heartbeat")
+        self._renewals = asyncio.create_task(self._renew_loop(), name="taskdeck-lease-renewal")
         self._usage = asyncio.create_task(self._usage_loop(), name="taskdeck-rate-usage")
 
     async def stop(self, grace: float = 8.0) -> None:
         """Close streams, flush writes, release leases. Bounded by ``grace`` seconds in all."""
         deadline = time.monotonic() + grace
-        for loop_task in (self._tick, self._usage):
+        for loop_task in (self._tick, self._renewals, self._usage):
             if loop_task is not None:
                 loop_task.cancel()
         for follower in self.followers.values():
@@ -179,6 +194,7 @@ class Engine:
         await self.upstream.close()
         await asyncio.get_running_loop().run_in_executor(None, self._db_pool.shutdown, True)
         await asyncio.get_running_loop().run_in_executor(None, self._lease_pool.shutdown, True)
+        await asyncio.get_running_loop().run_in_executor(None, self._renew_pool.shutdown, True)
         self.store.close()
 
     async def _tick_loop(self) -> None:
@@ -188,6 +204,22 @@ class Engine:
                 await self._heartbeat()
             except Exception:
                 log.exception("heartbeat failed")
+
+    async def _renew_loop(self) -> None:
+        """Renew leases every heartbeat interval, whatever the heartbeat's other work costs.
+
+        Renewing inside the heartbeat put every renewal behind its claims, rebalancing and usage
+        reads: at 15,000 runs, when thousands of streams reconnected at once, renewals came 8-10 s
+        apart and, with a 10 s lease, the fence closed thousands of streams again and again.
+        """
+        while True:
+            started = time.monotonic()
+            try:
+                await self._renew()
+            except Exception:
+                log.exception("lease renewal failed; retrying in %.1f s", self.settings.heartbeat_interval)
+            took = time.monotonic() - started
+            await asyncio.sleep(max(0.0, self.settings.heartbeat_interval - took))
 
     async def _usage_loop(self) -> None:
         """Report our spending every second, so a crash loses at most a second of it."""
@@ -204,45 +236,74 @@ class Engine:
                     log.exception("could not record rate usage")
 
     def fence(self) -> int:
-        """Close every stream here when our leases may expire before the late heartbeat renews them.
+        """Close the streams whose leases may expire before a late renewal reaches them.
 
-        Runs every second (beside the heartbeat, which may be stuck on a slow database). A lease that
-        expires is claimed by another process, which opens its own stream: ours must be closed by then,
-        or the run has two. The runs are claimed again (by anyone) once those leases expire. Returns how
-        many followers and batches were stopped.
+        Runs every second (beside the renewal loop, which may be stuck on a slow database). A lease
+        that expires is claimed by another process, which opens its own stream: ours must be closed
+        by then, or the run has two. Only the runs at risk are closed (each lease's last write is
+        known, and renewals commit a chunk at a time); they are claimed again (by anyone) once those
+        leases expire. Returns how many followers and batches were stopped.
         """
-        held = len(self.followers) + len(self.desk.held())
-        late = time.monotonic() - self._renewed_at
-        if not held or late < self.settings.lease_ttl - min(2.0, self.settings.heartbeat_interval):
+        now = time.monotonic()
+        limit = self.settings.lease_ttl - min(2.0, self.settings.heartbeat_interval)
+        at_risk = [t for t in self.followers if now - self._leased_at.get(t, self._renewed_at) >= limit]
+        batches = self.desk.held() if now - self._batches_renewed_at >= limit else []
+        if not at_risk and not batches:
             return 0
         log.warning(
-            "leases not renewed for %.1f s (the database is slow); closing %d stream(s) before they can expire",
-            late,
-            held,
+            "leases of %d run(s) and %d batch(es) not renewed for %.1f s or more (the database is slow); "
+            "closing their streams before the leases can expire",
+            len(at_risk),
+            len(batches),
+            limit,
         )
-        for task_id in list(self.followers):
+        for task_id in at_risk:
             self._drop(task_id)
-        for batch_id in self.desk.held():
+        for batch_id in batches:
             self.desk.drop(batch_id)
-        return held
+        return len(at_risk) + len(batches)
 
     def lease_fresh(self) -> bool:
         """Our leases were renewed recently enough that none can have passed to another process."""
         return time.monotonic() - self._renewed_at < self.settings.lease_ttl - self.settings.heartbeat_interval
 
-    async def _heartbeat(self) -> None:
+    async def _renew(self) -> None:
+        """Extend every lease held here (tasks a chunk at a time, then batches); drop what was lost."""
         started = time.monotonic()
-        now = time.time()
         ttl = self.settings.lease_ttl
         # Only the followers that existed when renewing: one started meanwhile holds a fresh lease.
         renewing = list(self.followers)
-        held = await self.lease_db(self.store.renew, self.holder, renewing, now + ttl) if renewing else set()
-        self._renewed_at = started
-        if renewing:
-            for task_id in renewing:
-                if task_id not in held and task_id in self.followers:
+        for first in range(0, len(renewing), RENEW_CHUNK):
+            chunk = renewing[first : first + RENEW_CHUNK]
+            sent = time.monotonic()
+            held = await self.renew_db(self.store.renew, self.holder, chunk, time.time() + ttl)
+            for task_id in chunk:
+                if task_id not in self.followers:
+                    continue
+                if task_id in held:
+                    self._leased_at[task_id] = sent
+                else:
                     log.warning("lost the lease of %s (taken over or deleted); stopped following it", task_id)
                     self._drop(task_id)
+        self._renewed_at = started
+        took = time.monotonic() - started
+        if took > self.settings.heartbeat_interval:
+            log.warning("renewing %d lease(s) took %.1f s (the database is slow)", len(renewing), took)
+        held_batches = self.desk.held()
+        if held_batches:
+            sent = time.monotonic()
+            kept = await self.renew_db(self.store.renew_batches, self.holder, held_batches, time.time() + ttl)
+            for batch_id in held_batches:
+                if batch_id not in kept:
+                    log.warning("lost the lease of batch %s (taken over or deleted); stopped running it", batch_id)
+                    self.desk.drop(batch_id)
+            self._batches_renewed_at = sent
+        else:
+            self._batches_renewed_at = time.monotonic()
+
+    async def _heartbeat(self) -> None:
+        now = time.time()
+        if self.followers:
             owners = {f.task.owner for f in self.followers.values()}
             keyed = await self.db(self.store.owners_with_keys, list(owners))
             for task_id, follower in list(self.followers.items()):
@@ -251,8 +312,7 @@ class Engine:
                     self._keys.pop(follower.task.owner, None)
                     self._drop(task_id)
                     await self.db(self.store.release, self.holder, [task_id])
-        # Learn the rate budget others (or a dead predecessor) spent before claiming anything; after the
-        # renewal, which must never wait behind other work.
+        # Learn the rate budget others (or a dead predecessor) spent before claiming anything.
         reports = await self.db(self.store.get_usage, now - self.settings.rate_window - 10.0, self.holder)
         self.budget.set_external(reports, now, USAGE_REPORT_INTERVAL)
         await self.lease_db(self.store.put_process, self._process_info(now))
@@ -260,7 +320,8 @@ class Engine:
         room = self.settings.max_followers - len(self.followers) if self.follows else 0
         if room > 0 or len(self.followers) > 1:
             room = min(room, await self._rebalance(now))
-        claimed = await self.lease_db(self.store.claim, self.holder, now, ttl, room)
+        # The time of the claim itself: the reads above may have taken a while, and the lease runs from now.
+        claimed = await self.lease_db(self.store.claim, self.holder, time.time(), self.settings.lease_ttl, room)
         for task in claimed:
             await self._start_follower(task)
         await self._batches_heartbeat(now)
@@ -272,14 +333,7 @@ class Engine:
                 check.add_done_callback(self._checks.discard)
 
     async def _batches_heartbeat(self, now: float) -> None:
-        """Renew the batches supervised here, drop those lost, claim unfinished ones nobody holds."""
-        held = self.desk.held()
-        if held:
-            kept = await self.lease_db(self.store.renew_batches, self.holder, held, now + self.settings.lease_ttl)
-            for batch_id in held:
-                if batch_id not in kept:
-                    log.warning("lost the lease of batch %s (taken over or deleted); stopped running it", batch_id)
-                    self.desk.drop(batch_id)
+        """Claim unfinished batches nobody holds (renewals are the renewal loop's)."""
         if not self.follows:
             return
         room = self.settings.max_batches - len(self.desk.held())
@@ -472,6 +526,9 @@ class Engine:
             return
         follower = Follower(self._ports, task, key)
         self.followers[task.id] = follower
+        # When its lease was written (claim, submit, track): the fence's clock for this run.
+        written = time.time() - (task.lease_expires - self.settings.lease_ttl) if task.lease_expires else 0.0
+        self._leased_at[task.id] = time.monotonic() - max(0.0, written)
         self._tasks[task.id] = asyncio.create_task(self._run_follower(follower), name=f"follow-{task.id}")
 
     async def _run_follower(self, follower: Follower) -> None:
@@ -484,13 +541,16 @@ class Engine:
             # Its lease is no longer renewed, so it expires and a heartbeat (ours or another
             # process's) claims the task again and starts a fresh follower from what is stored.
             log.exception("follower of %s crashed; the task will be claimed again once its lease expires", task_id)
-            self.followers.pop(task_id, None)
-            self._tasks.pop(task_id, None)
+            self._forget(task_id)
             return
-        self.followers.pop(task_id, None)
-        self._tasks.pop(task_id, None)
+        self._forget(task_id)
         if follower.status.is_terminal:
             await self.db(self.store.release, self.holder, [task_id])
+
+    def _forget(self, task_id: str) -> None:
+        self.followers.pop(task_id, None)
+        self._tasks.pop(task_id, None)
+        self._leased_at.pop(task_id, None)
 
     def _drop(self, task_id: str) -> None:
         follower = self.followers.pop(task_id, None)
@@ -499,6 +559,7 @@ class Engine:
         task = self._tasks.pop(task_id, None)
         if task is not None:
             task.cancel()
+        self._leased_at.pop(task_id, None)
 
     # -- actions -------------------------------------------------------------------
     def owner_of(self, api_key: str) -> str:
