@@ -389,11 +389,12 @@ def enrich(
     """
     import asyncio
     import dataclasses
+    import itertools
     import json
 
     from taskdeck.batchcommands import export_to, remote_enrich
     from taskdeck.batchinput import TableError, read_table
-    from taskdeck.engine.batches import build_batch
+    from taskdeck.engine.batches import plan_batch
     from taskdeck.engine.intake import IntakeError
     from taskdeck.enrich import build_spec, run_enrich
 
@@ -453,16 +454,23 @@ def enrich(
     if dry_run:
         try:
             with read_table(source) as table:
-                values = [dict(r.values) for r in table.rows()]
-                _, tasks = build_batch(
-                    "dry-run", source.name, table.columns, values, spec, table.digest, holder=None, lease_ttl=0
+                plan = plan_batch(
+                    "dry-run",
+                    source.name,
+                    table.columns,
+                    lambda: (dict(r.values) for r in table.rows()),
+                    spec,
+                    table.digest,
+                    holder=None,
+                    lease_ttl=0,
                 )
+                sample = list(itertools.islice(plan.tasks(), 3))
         except (TableError, IntakeError) as exc:
             raise fail(getattr(exc, "message", str(exc))) from None
-        for task in tasks[:3]:
+        for task in sample:
             typer.echo(json.dumps(task.request, ensure_ascii=False))
-        cost = sum(t.cost_usd or 0.0 for t in tasks)
-        typer.echo(f"{len(tasks)} rows x {processor}: ${cost:,.2f} in all (nothing was sent)", err=True)
+        rows = plan.batch.row_count
+        typer.echo(f"{rows} rows x {processor}: ${plan.cost_usd:,.2f} in all (nothing was sent)", err=True)
         return
 
     try:

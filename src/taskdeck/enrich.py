@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskdeck.batchinput import read_table
+from taskdeck.batchinput import Table, read_table
 from taskdeck.config import Settings
 from taskdeck.engine.batchspec import OUTPUT_TYPES, outputs_schema
 from taskdeck.models import Batch, BatchStatus, TaskStatus
@@ -86,13 +86,23 @@ async def run_enrich(
     progress: Callable[[Batch, dict[str, int], float], None],
 ) -> EnrichResult:
     """Create (or resume) the batch of ``source`` and follow it to its end, or until SIGINT/SIGTERM."""
-    from taskdeck.engine import Engine
-
+    # Open for the command's length: the rows are read again, a row at a time, when the batch is stored.
     with read_table(source) as table:
-        inputs = [dict(r.values) for r in table.rows()]
-        columns, digest = table.columns, table.digest
         for warning in table.warnings:
             print(f"warning: {warning}", file=sys.stderr)
+        return await _run(settings, api_key, source.name, table, spec, progress)
+
+
+async def _run(
+    settings: Settings,
+    api_key: str,
+    name: str,
+    table: Table,
+    spec: dict[str, Any],
+    progress: Callable[[Batch, dict[str, int], float], None],
+) -> EnrichResult:
+    from taskdeck.engine import Engine
+
     engine = Engine(settings, kind="cli")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -101,7 +111,12 @@ async def run_enrich(
     await engine.start()
     try:
         batch, resumed = await engine.create_batch(
-            api_key, name=source.name, columns=columns, rows=inputs, spec=spec, digest=digest
+            api_key,
+            name=name,
+            columns=table.columns,
+            rows=lambda: (dict(r.values) for r in table.rows()),
+            spec=spec,
+            digest=table.digest,
         )
         # Resumed: a batch whose command stopped is claimed by this engine's next heartbeat (once its
         # lease expired); one already completed is written out at once.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,11 @@ SPEC: dict[str, Any] = {
 
 def _rows(n: int) -> list[dict[str, Any]]:
     return [{"company": f"Company {i}", "city": "Paris"} for i in range(n)]
+
+
+def _source(n: int) -> Callable[[], Iterator[dict[str, Any]]]:
+    rows = _rows(n)
+    return lambda: iter(rows)
 
 
 def _creates(emu_url: str) -> int:
@@ -67,7 +72,7 @@ async def test_a_batch_completes_with_every_row_in_order_and_its_output(
         before = _creates(recording_emulator.url)
         rows = _rows(CHUNK + 5)  # two add_runs requests
         batch, resumed = await engine.create_batch(
-            KEY, name="companies.csv", columns=["company", "city"], rows=rows, spec=SPEC, digest="d1"
+            KEY, name="companies.csv", columns=["company", "city"], rows=lambda: iter(rows), spec=SPEC, digest="d1"
         )
         assert not resumed and batch.row_count == len(rows)
         await _wait_batch_done(engine, batch.id)
@@ -82,7 +87,7 @@ async def test_a_batch_completes_with_every_row_in_order_and_its_output(
 
         # The same input and spec again: the same batch, nothing created, nothing paid.
         again, resumed = await engine.create_batch(
-            KEY, name="companies.csv", columns=["company", "city"], rows=rows, spec=SPEC, digest="d1"
+            KEY, name="companies.csv", columns=["company", "city"], rows=lambda: iter(rows), spec=SPEC, digest="d1"
         )
         assert resumed and again.id == batch.id
         assert _creates(recording_emulator.url) - before == len(rows)
@@ -97,7 +102,9 @@ async def test_rows_added_by_a_process_that_died_before_storing_their_runs_are_a
     settings = fast_settings(tmp_path / "t.db", recording_emulator.url, create_settle=2.0, create_timeout=1.0)
     first = Engine(settings)
     await first.start()
-    batch, _ = await first.create_batch(KEY, name="x.csv", columns=["company"], rows=_rows(12), spec=SPEC, digest="d2")
+    batch, _ = await first.create_batch(
+        KEY, name="x.csv", columns=["company"], rows=_source(12), spec=SPEC, digest="d2"
+    )
     # Wait until the runs exist upstream and are stored, then forget them in the store, as if the process had
     # died between Parallel's answer and our commit.
     await _until(first, lambda: all(t.run_id for t in first.store.batch_rows(batch.id)))
@@ -135,7 +142,7 @@ async def test_outcomes_are_stored_while_other_rows_still_run(
     try:
         spec = {k: v for k, v in SPEC.items() if k != "metadata"} | {"processor": "ultra"}
         batch, _ = await engine.create_batch(
-            KEY, name="spread.csv", columns=["company", "city"], rows=_rows(30), spec=spec, digest="spread"
+            KEY, name="spread.csv", columns=["company", "city"], rows=_source(30), spec=spec, digest="spread"
         )
 
         def some_but_not_all() -> bool:

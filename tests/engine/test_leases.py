@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+
 from conftest import fast_settings
 from taskdeck.engine import Engine
 from taskdeck.engine.engine import RENEW_CHUNK

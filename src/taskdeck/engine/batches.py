@@ -28,7 +28,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,6 +37,7 @@ from taskdeck.engine.batchspec import template_fields
 from taskdeck.engine.intake import TAG_KEY, IntakeError, new_task, review_request, validate_request
 from taskdeck.engine.writer import Writer, note
 from taskdeck.models import Batch, BatchStatus, Task, TaskStatus, new_batch_id, new_task_id
+from taskdeck.processors import Processor
 from taskdeck.store.base import PatchBatch, PatchTask, Write
 from taskdeck.upstream.client import EVENTS_BETA, Upstream, UpstreamError
 
@@ -46,9 +47,11 @@ __all__ = [
     "RETRYABLE",
     "ROW_KEY",
     "BatchDesk",
+    "BatchPlan",
     "BatchPorts",
     "BatchSupervisor",
-    "build_batch",
+    "RowSource",
+    "plan_batch",
     "resume_key",
     "retry_writes",
     "row_input",
@@ -469,31 +472,75 @@ def row_input(spec: dict[str, Any], values: dict[str, Any]) -> Any:
     return {c: values.get(c) for c in columns}
 
 
-def build_batch(
+RowSource = Callable[[], Iterator[dict[str, Any]]]
+"""A table's rows (column: value), read from the start on every call: a file, a request body's bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """A checked batch: its row (``pending``) and, on every call of :meth:`tasks`, its rows' tasks
+    made one at a time from the source, so a store inserts them without holding the table."""
+
+    batch: Batch
+    rows: RowSource
+    processor: Processor
+    request: dict[str, Any]  # every row's request but its input
+
+    def tasks(self) -> Iterator[Task]:
+        """The batch's rows as new tasks (fresh ids on every call), in input order."""
+        for index, values in enumerate(self.rows()):
+            request = {**self.request, "input": row_input(self.batch.spec, values)}
+            yield replace(
+                new_task(self.batch.owner, request, self.processor),
+                id=new_task_id(),
+                batch_id=self.batch.id,
+                row_index=index,
+                row_values=values,
+            )
+
+    @property
+    def cost_usd(self) -> float:
+        """Rows × the processor's price: Parallel bills every run at creation."""
+        return round(self.processor.usd_per_run * self.batch.row_count, 4)
+
+
+def plan_batch(
     owner: str,
     name: str,
     columns: list[str],
-    rows: list[dict[str, Any]],
+    rows: RowSource,
     spec: dict[str, Any],
     digest: str,
     *,
     holder: str | None,
     lease_ttl: float,
-) -> tuple[Batch, list[Task]]:
-    """A new batch and its rows (``pending``), every row's request checked with Parallel's rules.
+) -> BatchPlan:
+    """Check every row's request with Parallel's rules (one pass over ``rows``, nothing kept) and plan the batch.
 
     The spec's ``task_spec`` is checked once (it is the same for every row); each row's request is
     checked without it (input size and shape, metadata). Raises IntakeError naming the first bad row.
     """
-    if not rows:
-        raise IntakeError(422, "rows: the input has no rows")
     if isinstance(spec.get("template"), str):
         try:
             template_fields(spec["template"])
         except ValueError as err:
             raise IntakeError(422, f"spec.template: {err}") from None
     base = {k: spec[k] for k in ("processor", "source_policy", "metadata", "task_spec") if spec.get(k) is not None}
-    first, processor = validate_request({**base, "input": row_input(spec, rows[0])})
+    without_spec = {k: v for k, v in base.items() if k != "task_spec"}
+    first: dict[str, Any] | None = None
+    processor = None
+    count = 0
+    for values in rows():
+        if first is None:
+            first, processor = validate_request({**base, "input": row_input(spec, values)})
+        request = {**without_spec, "input": row_input(spec, values)}
+        problems, _ = review_request(request)
+        if problems:
+            where = ".".join(str(x) for x in problems[0]["loc"])
+            raise IntakeError(422, f"row {count + 1}: {where}: {problems[0]['msg']}", problems)
+        count += 1
+    if first is None:
+        raise IntakeError(422, "rows: the input has no rows")
     now = time.time()
     batch = Batch(
         id=new_batch_id(),
@@ -503,32 +550,17 @@ def build_batch(
         spec=spec,
         columns=columns,
         resume_key=resume_key(digest, spec),
-        row_count=len(rows),
+        row_count=count,
         created_at=now,
         lease_owner=holder,
         lease_expires=now + lease_ttl if holder else None,
     )
-    tasks: list[Task] = []
-    without_spec = {k: v for k, v in base.items() if k != "task_spec"}
-    for index, values in enumerate(rows):
-        request = {**without_spec, "input": row_input(spec, values)}
-        problems, _ = review_request(request)
-        if problems:
-            where = ".".join(str(x) for x in problems[0]["loc"])
-            raise IntakeError(422, f"row {index + 1}: {where}: {problems[0]['msg']}", problems)
-        if "task_spec" in first:
-            request["task_spec"] = first["task_spec"]
-        request["enable_events"] = True  # a row's own stream can be opened when a person looks at it
-        tasks.append(
-            replace(
-                new_task(owner, request, processor),
-                id=new_task_id(),
-                batch_id=batch.id,
-                row_index=index,
-                row_values=values,
-            )
-        )
-    return batch, tasks
+    request = dict(without_spec)
+    if "task_spec" in first:
+        request["task_spec"] = first["task_spec"]
+    request["enable_events"] = True  # a row's own stream can be opened when a person looks at it
+    assert processor is not None  # set with ``first``
+    return BatchPlan(batch, rows, processor, request)
 
 
 RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.REJECTED)

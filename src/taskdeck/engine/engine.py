@@ -23,7 +23,15 @@ from functools import partial
 from typing import Any, TypeVar
 
 from taskdeck.config import Settings
-from taskdeck.engine.batches import RETRYABLE, BatchDesk, BatchPorts, build_batch, retry_writes
+from taskdeck.engine.batches import (
+    RETRYABLE,
+    BatchDesk,
+    BatchPorts,
+    RowSource,
+    plan_batch,
+    resume_key,
+    retry_writes,
+)
 from taskdeck.engine.bridge import bridge_for
 from taskdeck.engine.catalog import Catalog
 from taskdeck.engine.feed import Feed
@@ -348,15 +356,22 @@ class Engine:
         *,
         name: str,
         columns: list[str],
-        rows: list[dict[str, Any]],
+        rows: RowSource,
         spec: dict[str, Any],
         digest: str,
     ) -> tuple[Batch, bool]:
         """Store a batch and its rows and start it; or, for an input and spec seen before, the batch
-        already made (True: resumed, nothing new is paid). Raises IntakeError for bad input."""
+        already made (True: resumed, nothing new is paid). Raises IntakeError for bad input.
+
+        ``rows`` is read twice, a row at a time (every row checked, then every row stored in the
+        batch's one transaction): the table is never held whole.
+        """
         owner = self.vault.owner(api_key)
-        batch, tasks = await asyncio.to_thread(
-            build_batch,
+        found = await self.db(self.store.find_batch, owner, resume_key(digest, spec))
+        if found is not None:
+            return found, True
+        plan = await asyncio.to_thread(
+            plan_batch,
             owner,
             name,
             columns,
@@ -366,21 +381,19 @@ class Engine:
             holder=self._lease_holder,
             lease_ttl=self.settings.lease_ttl,
         )
-        found = await self.db(self.store.find_batch, owner, batch.resume_key)
-        if found is not None:
-            return found, True
+        batch = plan.batch
         await self.remember_key(api_key)
         async with self._spend_locks.setdefault(owner, asyncio.Lock()):
-            await self._check_budget(owner, sum(t.cost_usd or 0.0 for t in tasks))
+            await self._check_budget(owner, plan.cost_usd)
             try:
-                await self.writer.commit([InsertBatch(batch), *map(InsertTask, tasks)], owner)
+                await self.writer.commit([InsertBatch(batch, plan.tasks)], owner)
             except WriteFailed:
                 # The same input and spec, stored meanwhile by another request: that one is the batch.
                 found = await self.db(self.store.find_batch, owner, batch.resume_key)
                 if found is None:
                     raise
                 return found, True
-        log.info("batch %s created: %d rows", batch.id, len(tasks))
+        log.info("batch %s created: %d rows", batch.id, batch.row_count)
         if self.follows:
             await self.desk.start(batch)
         return batch, False

@@ -9,7 +9,7 @@ database it talks to.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -114,9 +114,15 @@ class Announce:
 
 @dataclass(frozen=True, slots=True)
 class InsertBatch:
-    """A new batch row (its rows are InsertTask writes with the batch's id, usually in the same apply)."""
+    """A new batch row and its rows, in the same transaction.
+
+    ``tasks`` makes the batch's rows (tasks with its id) one at a time when called: the store inserts
+    them as they come, so a 50,000-row table is never held whole, and calls it again if the apply is
+    retried. Nothing of the batch is stored unless every row is.
+    """
 
     batch: Batch
+    tasks: Callable[[], Iterable[Task]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

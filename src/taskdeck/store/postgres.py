@@ -197,6 +197,8 @@ class PostgresStore:
                     conn.execute(Q["put_key"], (item.owner, item.ciphertext, item.last4, item.at, item.at))
                 elif isinstance(item, InsertBatch):
                     conn.execute(_INSERT_BATCH, batch_values(item.batch))
+                    for task in item.tasks() if item.tasks is not None else ():
+                        self._insert_task(conn, task)
                 elif isinstance(item, PatchBatch):
                     _patch_batch(conn, item)
         return inserted

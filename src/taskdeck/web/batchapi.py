@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import io
+import itertools
 import json
 import math
 import re
@@ -26,8 +27,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from taskdeck.batchinput import TableError, read_table
-from taskdeck.engine.batches import build_batch, resume_key
+from taskdeck.batchinput import Table, TableError, read_table
+from taskdeck.engine.batches import RowSource, plan_batch, resume_key
 from taskdeck.engine.batchspec import spec_from_body
 from taskdeck.engine.intake import field_problem as _problem
 from taskdeck.models import TaskStatus
@@ -47,23 +48,26 @@ MAX_NAME = 200
 
 @dataclass(frozen=True, slots=True)
 class Upload:
-    """A table read from a request body: its name, columns, rows, digest and what a person should know."""
+    """A table read from a request body: its name, columns, rows (read again on each call of ``rows``),
+    digest and what a person should know."""
 
     name: str
     columns: list[str]
-    rows: list[dict[str, Any]]
+    rows: RowSource
+    row_count: int
     digest: str
     warnings: list[str]
     kind: str
 
 
-def _read_bytes(raw: bytes, kind: str, max_rows: int) -> tuple[list[str], list[dict[str, Any]], str, list[str], str]:
+def _read_bytes(raw: bytes, kind: str, max_rows: int) -> tuple[Table, RowSource]:
     try:
-        with read_table(io.BytesIO(raw), kind=kind, limit_rows=max_rows) as table:  # type: ignore[arg-type]
-            rows = [dict(r.values) for r in table.rows()]
-            return table.columns, rows, table.digest, table.warnings, table.kind
+        # Checked from end to end here; its rows are parsed again a page at a time when they are used
+        # (a BytesIO needs no closing), so the body's bytes are the only copy of the table held.
+        table = read_table(io.BytesIO(raw), kind=kind, limit_rows=max_rows)  # type: ignore[arg-type]
     except TableError as err:
         raise _problem(["content"], f"cannot be read as a table: {err}") from None
+    return table, lambda: (dict(r.values) for r in table.rows())
 
 
 def _ready_rows(value: Any, max_rows: int) -> tuple[list[str], list[dict[str, Any]], str]:
@@ -99,7 +103,7 @@ async def read_upload(body: Any, max_rows: int) -> Upload:
         raise _problem(["format"], "must be auto, csv, json or jsonl")
     if given[0] == "rows":
         columns, rows, digest = _ready_rows(body["rows"], max_rows)
-        return Upload(name.strip(), columns, rows, digest, [], "rows")
+        return Upload(name.strip(), columns, lambda: iter(rows), len(rows), digest, [], "rows")
     if given[0] == "content":
         if not isinstance(body["content"], str):
             raise _problem(["content"], "must be the table as text")
@@ -112,8 +116,8 @@ async def read_upload(body: Any, max_rows: int) -> Upload:
             raw = b""
         if not raw:
             raise _problem(["content_base64"], "must be the file's bytes in standard base64")
-    columns, rows, digest, warnings, found = await asyncio.to_thread(_read_bytes, raw, str(kind), max_rows)
-    return Upload(name.strip(), columns, rows, digest, warnings, found)
+    table, source = await asyncio.to_thread(_read_bytes, raw, str(kind), max_rows)
+    return Upload(name.strip(), table.columns, source, table.row_count, table.digest, table.warnings, table.kind)
 
 
 def _max_rows(request: Request) -> int:
@@ -130,22 +134,22 @@ async def check_batch(request: Request, who: Auth, body: Body) -> dict[str, Any]
     """
     upload = await read_upload(body, _max_rows(request))
     spec = spec_from_body(body.get("spec"), upload.columns)
-    batch, tasks = await asyncio.to_thread(
-        build_batch, who.owner, upload.name, upload.columns, upload.rows, spec, upload.digest, holder=None, lease_ttl=0
+    plan = await asyncio.to_thread(
+        plan_batch, who.owner, upload.name, upload.columns, upload.rows, spec, upload.digest, holder=None, lease_ttl=0
     )
-    found = await catalog_of(request).find_batch(who.owner, batch.resume_key)
-    total = round(sum(t.cost_usd or 0.0 for t in tasks), 4)
+    found = await catalog_of(request).find_batch(who.owner, plan.batch.resume_key)
+    sample = await asyncio.to_thread(lambda: list(itertools.islice(plan.tasks(), PREVIEW_ROWS)))
     return {
         "ok": True,
         "name": upload.name,
         "format": upload.kind,
         "columns": upload.columns,
-        "row_count": len(tasks),
+        "row_count": plan.batch.row_count,
         "warnings": upload.warnings,
         "spec": spec,
-        "sample": [{"index": t.row_index, "values": t.row_values, "request": t.request} for t in tasks[:PREVIEW_ROWS]],
-        "usd_per_row": tasks[0].cost_usd,
-        "cost_usd": total,
+        "sample": [{"index": t.row_index, "values": t.row_values, "request": t.request} for t in sample],
+        "usd_per_row": plan.processor.usd_per_run,
+        "cost_usd": plan.cost_usd,
         # Run before: creating again resumes that batch and pays nothing more.
         "resumes": None if found is None else {"batch_id": found.id, "url": f"/batch/{found.id}", "cost_usd": 0.0},
     }
@@ -168,13 +172,13 @@ async def create_batch(request: Request, response: Response, who: Auth, body: Bo
     # The same check a create makes, first: a wrong confirmation stores nothing and sends nothing.
     # Every row costs the processor's price (the check's total); engine.create_batch checks every row.
     processor = get_processor(spec["processor"])
-    total = round((processor.usd_per_run if processor else 0.0) * len(upload.rows), 4)
+    total = round((processor.usd_per_run if processor else 0.0) * upload.row_count, 4)
     # Resuming costs nothing: 0 confirms it too (the check answered resumes.cost_usd = 0).
     resumes = await catalog_of(request).find_batch(who.owner, resume_key(upload.digest, spec)) is not None
     if abs(float(confirm) - total) > 0.005 and not (resumes and float(confirm) == 0.0):
         raise _problem(
             ["confirm_cost_usd"],
-            f"is {confirm}, but these {len(upload.rows):,} rows cost ${total:,.4f}; check again and confirm that",
+            f"is {confirm}, but these {upload.row_count:,} rows cost ${total:,.4f}; check again and confirm that",
         )
     batch, resumed = await engine.create_batch(
         who.api_key, name=upload.name, columns=upload.columns, rows=upload.rows, spec=spec, digest=upload.digest
