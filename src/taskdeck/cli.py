@@ -415,33 +415,29 @@ def enrich(
     if not api_key:
         raise fail("no API key: set PARALLEL_API_KEY or pass --api-key")
 
-    def progress(batch: object, counts: dict[str, int], elapsed: float) -> None:
-        done = counts.get("completed", 0)
-        failed = sum(n for k, n in counts.items() if k in ("failed", "rejected", "cancelled", "submit_unknown"))
-        total = sum(counts.values())
-        running = total - done - failed
+    def progress(summary: dict[str, Any], elapsed: float) -> None:
+        done, failed, total = summary["done"], summary["failed"], summary["row_count"]
+        running, queued, waiting = summary["running"], summary["queued"], summary["waiting"]
         rate = (done + failed) / elapsed if elapsed > 0 else 0.0
-        eta = f"{running / rate:,.0f} s" if rate > 0 and running else "—"
+        left = total - done - failed
+        eta = f"{left / rate:,.0f} s" if rate > 0 and left else "—"
         if json_out:
-            typer.echo(
-                json.dumps({"done": done, "failed": failed, "running": running, "total": total, "eta": eta}), err=True
-            )
+            fields = {"done": done, "failed": failed, "running": running, "queued": queued, "waiting": waiting}
+            typer.echo(json.dumps({**fields, "total": total, "eta": eta, "cost_usd": summary["cost_usd"]}), err=True)
         else:
             end = "\n" if not sys.stderr.isatty() else "\r"
-            line = f"rows {done + failed:,}/{total:,}: {done:,} done, {failed:,} failed, {running:,} running"
-            sys.stderr.write(f"{line}; ETA {eta}   {end}")
+            line = (
+                f"rows {done + failed:,}/{total:,}: {done:,} done, {failed:,} failed, {running:,} running, "
+                f"{queued + waiting:,} queued; ETA {eta}; ${summary['cost_usd']:,.2f}"
+            )
+            sys.stderr.write(f"{line}   {end}")
             sys.stderr.flush()
 
     if url:
         # On a running server: the batch is the server's (its web UI shows it live); this command
         # follows it and writes the result, and Ctrl-C leaves it running there.
-        def remote_progress(batch: dict[str, Any], elapsed: float) -> None:
-            progress(None, batch["counts"], elapsed)
-
         try:
-            final = remote_enrich(
-                url, api_key, source, spec, out, basis=basis, dry_run=dry_run, progress=remote_progress
-            )
+            final = remote_enrich(url, api_key, source, spec, out, basis=basis, dry_run=dry_run, progress=progress)
         except KeyboardInterrupt:
             typer.echo("\nstopped following; the batch goes on at the server. Run the same command again.", err=True)
             raise typer.Exit(130) from None

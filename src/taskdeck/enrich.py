@@ -83,7 +83,7 @@ async def run_enrich(
     source: Path,
     spec: dict[str, Any],
     *,
-    progress: Callable[[Batch, dict[str, int], float], None],
+    progress: Callable[[dict[str, Any], float], None],
 ) -> EnrichResult:
     """Create (or resume) the batch of ``source`` and follow it to its end, or until SIGINT/SIGTERM."""
     # Open for the command's length: the rows are read again, a row at a time, when the batch is stored.
@@ -99,9 +99,10 @@ async def _run(
     name: str,
     table: Table,
     spec: dict[str, Any],
-    progress: Callable[[Batch, dict[str, int], float], None],
+    progress: Callable[[dict[str, Any], float], None],
 ) -> EnrichResult:
     from taskdeck.engine import Engine
+    from taskdeck.web.batchviews import batch_summary
 
     engine = Engine(settings, kind="cli")
     stop = asyncio.Event()
@@ -126,7 +127,8 @@ async def _run(
             counts = await engine.db(engine.store.batch_counts, batch.id)
             if current is not None:
                 batch = current
-            progress(batch, counts, time.monotonic() - started)
+            cost = await engine.db(engine.store.batch_cost, batch.id)
+            progress(batch_summary(batch, counts, cost), time.monotonic() - started)
             if batch.status == BatchStatus.COMPLETED or stop.is_set():
                 break
             try:

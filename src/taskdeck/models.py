@@ -184,3 +184,5 @@ class Batch:
     completed_at: float | None = None
     lease_owner: str | None = None
     lease_expires: float | None = None
+    # Runs per status as Parallel last reported them (the group's task_group_status); None before the first.
+    upstream_counts: dict[str, int] | None = None

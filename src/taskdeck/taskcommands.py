@@ -324,13 +324,15 @@ def _watch_batch(batch_id: str, as_json: bool, api_key: Any, url: Any, db: Any, 
             finally:
                 store.close()
         if as_json:
-            typer.echo(json.dumps({k: batch[k] for k in ("status", "done", "failed", "running", "percent")}))
+            keys = ("status", "done", "failed", "running", "queued", "waiting", "percent")
+            typer.echo(json.dumps({k: batch[k] for k in keys}))
         else:
             eta = "—" if batch["eta_seconds"] is None else f"{batch['eta_seconds']:,.0f} s"
             end = "\r" if sys.stderr.isatty() else "\n"
             sys.stderr.write(
                 f"{batch['percent']:5.1f} %  {batch['done']:,} done, {batch['failed']:,} failed, "
-                f"{batch['running']:,} running; ETA {eta}; ${batch['cost_usd']:,.2f}   {end}"
+                f"{batch['running']:,} running, {batch['queued'] + batch['waiting']:,} queued; ETA {eta}; "
+                f"${batch['cost_usd']:,.2f}   {end}"
             )
         if batch["status"] == "completed":
             if batch["failed"]:

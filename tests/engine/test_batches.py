@@ -84,6 +84,10 @@ async def test_a_batch_completes_with_every_row_in_order_and_its_output(
         assert len({t.run_id for t in stored}) == len(rows)
         assert _creates(recording_emulator.url) - before == len(rows)
         assert engine.store.list_tasks(engine.owner_of(KEY)) == []  # rows are not single tasks
+        # Parallel's runs per status (the group's task_group_status), kept for the queued/running split.
+        final = engine.store.get_batch(batch.id)
+        assert final is not None and final.upstream_counts is not None
+        assert final.upstream_counts.get("completed") == len(rows)
 
         # The same input and spec again: the same batch, nothing created, nothing paid.
         again, resumed = await engine.create_batch(

@@ -61,6 +61,7 @@ __all__ = [
 
 log = logging.getLogger("taskdeck.batches")
 CHUNK = 1000  # inputs per add_runs request (contract §9)
+COUNTS_EVERY = 2.0  # seconds between stores of the group's runs per status
 BATCH_KEY, ROW_KEY = "taskdeck_batch", "taskdeck_row"
 TERMINAL_UPSTREAM = {"completed": TaskStatus.COMPLETED, "failed": TaskStatus.FAILED, "cancelled": TaskStatus.CANCELLED}
 
@@ -137,6 +138,8 @@ class BatchSupervisor:
         # they were added): outcomes are read from there, not from the start, each time.
         self._outcomes_after: str | None = None
         self._following_since = time.monotonic()
+        self._group_counts: dict[str, int] | None = batch.upstream_counts
+        self._counts_saved_at = 0.0
 
     def stop(self) -> None:
         self._stop.set()
@@ -390,6 +393,8 @@ class BatchSupervisor:
                         ended += 1
                         if fetcher is None or fetcher.done():
                             fetcher = asyncio.create_task(self._fetch_later(), name=f"batch-{self.batch.id}-fetch")
+                    elif payload.get("type") == "task_group_status":
+                        await self._note_group_status(payload.get("status"))
             self.failures = 0
         except UpstreamError as err:
             log.warning("batch %s: its group's event stream failed (%s); reopening", self.batch.id, err)
@@ -402,9 +407,29 @@ class BatchSupervisor:
                 fetcher.cancel()  # the caller fetches once more now: nothing is missed
                 with contextlib.suppress(asyncio.CancelledError, Stop):
                     await fetcher
+        changes: dict[str, Any] = {}
         if cursor != self.batch.events_cursor:
-            await self._patch_batch(events_cursor=cursor)
+            changes["events_cursor"] = cursor
+        if self._group_counts is not None and self._group_counts != self.batch.upstream_counts:
+            changes["upstream_counts"] = self._group_counts
+        if changes:
+            await self._patch_batch(**changes)
         return ended
+
+    async def _note_group_status(self, status: Any) -> None:
+        """Keep Parallel's runs per status (queued, running, …), stored at most every few seconds.
+
+        A row's own status changes only when its run ends (the group stream reports nothing else per
+        run), so this is what tells the batch's queued runs from its running ones.
+        """
+        counts = group_run_counts(status)
+        if counts is None:
+            return
+        self._group_counts = counts
+        now = time.monotonic()
+        if counts != self.batch.upstream_counts and now - self._counts_saved_at >= COUNTS_EVERY:
+            self._counts_saved_at = now
+            await self._patch_batch(upstream_counts=counts)
 
     async def _fetch_outcomes(self) -> None:
         """Store every ended run's outcome not stored yet, from the group's runs stream with outputs,
@@ -455,6 +480,17 @@ class BatchSupervisor:
         except UpstreamError as err:
             log.warning("batch %s: reading its runs' outcomes failed (%s); retrying", self.batch.id, err)
             await self._pause(self._backoff(err))
+
+
+def group_run_counts(status: Any) -> dict[str, int] | None:
+    """The runs per status of a TaskGroupStatus (``task_run_status_counts``), or None when malformed."""
+    counts = status.get("task_run_status_counts") if isinstance(status, dict) else None
+    if not isinstance(counts, dict):
+        return None
+    kept = {
+        str(k)[:40]: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10**9
+    }
+    return dict(sorted(kept.items())[:20])
 
 
 def resume_key(digest: str, spec: dict[str, Any]) -> str:

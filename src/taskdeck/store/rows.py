@@ -105,9 +105,9 @@ def gather(writes: Sequence[Write]) -> Iterator[Gathered | Write]:
 
 BATCH_COLUMNS = (
     "id owner name status spec columns resume_key row_count created_at taskgroup_id added_rows events_cursor "
-    "completed_at lease_owner lease_expires"
+    "completed_at lease_owner lease_expires upstream_counts"
 ).split()
-BATCH_JSON_COLUMNS = frozenset({"spec", "columns"})
+BATCH_JSON_COLUMNS = frozenset({"spec", "columns", "upstream_counts"})
 
 
 def batch_values(batch: Batch) -> list[Any]:
@@ -134,6 +134,6 @@ def batch_changes(changes: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
 def batch_from_row(row: Mapping[str, Any]) -> Batch:
     values = {k: row[k] for k in BATCH_COLUMNS}
     for k in BATCH_JSON_COLUMNS:
-        values[k] = json.loads(values[k])
+        values[k] = None if values[k] is None else json.loads(values[k])
     values["status"] = BatchStatus(values["status"])
     return Batch(**values)

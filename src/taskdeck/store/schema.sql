@@ -127,7 +127,7 @@ CREATE TABLE batches (
     completed_at   REAL,
     lease_owner    TEXT,
     lease_expires  REAL
-);
+, upstream_counts TEXT);
 -- The same input and spec of one owner is one batch: running it again resumes it, never pays twice.
 CREATE UNIQUE INDEX batches_owner_resume ON batches(owner, resume_key);
 CREATE INDEX batches_owner_created ON batches(owner, created_at DESC, id DESC);

@@ -118,7 +118,8 @@ CREATE TABLE batches (
     events_cursor  TEXT,
     completed_at   DOUBLE PRECISION,
     lease_owner    TEXT,
-    lease_expires  DOUBLE PRECISION
+    lease_expires  DOUBLE PRECISION,
+    upstream_counts TEXT                   -- JSON: runs per status as Parallel last reported (task_group_status)
 );
 -- The same input and spec of one owner is one batch: running it again resumes it, never pays twice.
 CREATE UNIQUE INDEX batches_owner_resume ON batches(owner, resume_key);

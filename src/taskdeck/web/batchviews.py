@@ -37,13 +37,22 @@ RowPager = Callable[[int, int], Awaitable[list[Task]]]
 
 
 def batch_summary(batch: Batch, counts: dict[str, int], cost_usd: float, now: float | None = None) -> dict[str, Any]:
-    """The batch's header: counts per status, rows done/failed/running, rate, ETA, cost so far and in all."""
+    """The batch's header: counts per status, rows done/failed/running/queued, rate, ETA, cost so far and in all.
+
+    ``waiting``: rows not yet added to the group; ``in_progress``: added and not ended, split into
+    ``queued`` and ``running`` by the group's counts from Parallel (``upstream_counts``). The cost so
+    far counts every run created, since Parallel bills a run when it is created.
+    """
     now = time.time() if now is None else now
     done = counts.get(TaskStatus.COMPLETED.value, 0)
     failed = sum(n for s, n in counts.items() if s in FAILED)
     ended = done + failed
     waiting = counts.get(TaskStatus.PENDING.value, 0) + counts.get(TaskStatus.SUBMITTING.value, 0)
-    running = max(0, batch.row_count - ended - waiting)
+    in_progress = max(0, batch.row_count - ended - waiting)  # added to the group, not ended
+    # A row learns its run's status only when the run ends; the group's counts (as Parallel last
+    # reported them) tell the queued runs from the running ones. Unknown yet: all count as running.
+    upstream = batch.upstream_counts
+    running = in_progress if upstream is None else min(in_progress, upstream.get("running", 0))
     until = batch.completed_at if batch.completed_at is not None else now
     minutes = max(until - batch.created_at, 1e-6) / 60.0
     rate = ended / minutes if ended else 0.0
@@ -63,7 +72,10 @@ def batch_summary(batch: Batch, counts: dict[str, int], cost_usd: float, now: fl
         "done": done,
         "failed": failed,
         "running": running,
+        "queued": in_progress - running,
+        "in_progress": in_progress,
         "waiting": waiting,
+        "upstream_counts": upstream,
         "percent": round(100.0 * ended / batch.row_count, 1) if batch.row_count else 100.0,
         "rows_per_minute": round(rate, 1),
         "eta_seconds": eta,

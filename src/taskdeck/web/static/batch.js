@@ -83,11 +83,13 @@ function showSummary(b) {
   $("seg-done").style.width = `${(100 * b.done) / total}%`;
   $("seg-failed").style.width = `${(100 * b.failed) / total}%`;
   $("seg-running").style.width = `${(100 * b.running) / total}%`;
+  $("seg-queued").style.width = `${(100 * b.queued) / total}%`;
   $("bar").setAttribute("aria-valuenow", String(b.percent));
   $("bar").setAttribute("aria-valuetext", `${b.percent}% of rows ended: ${b.done} done, ${b.failed} failed`);
   $("n-done").textContent = num(b.done);
   $("n-failed").textContent = num(b.failed);
   $("n-running").textContent = num(b.running);
+  $("n-queued").textContent = num(b.queued);
   $("n-waiting").textContent = num(b.waiting);
   $("percent").textContent = `${b.percent}%`;
   const done = b.status === "completed";

@@ -415,8 +415,8 @@ function batchItem(b) {
   const facts = [
     h("span", { class: "done" }, `${b.done.toLocaleString("en-US")} done`),
     b.failed ? h("span", { class: "failed" }, `${b.failed.toLocaleString("en-US")} failed`) : null,
-    running && (b.running || b.waiting)
-      ? h("span", {}, `${(b.running + b.waiting).toLocaleString("en-US")} to go`) : null,
+    running && (b.in_progress || b.waiting)
+      ? h("span", {}, `${(b.in_progress + b.waiting).toLocaleString("en-US")} to go`) : null,
     h("span", {}, `of ${plural(b.row_count, "row")}`),
   ].filter(Boolean);
   const rate = [
