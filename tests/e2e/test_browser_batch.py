@@ -170,10 +170,12 @@ def test_the_grid_fills_in_live_keeps_failed_rows_filters_sorts_shows_basis_and_
         expect(page.locator("#grid-win .grow.g-failed")).to_have_count(0)
         expect(page.locator("#batch-status")).to_have_text("running")
         second = page.locator("#grid-win .grow").nth(1).locator(".gc.st")
-        expect(second).to_have_text(re.compile(r"^(queued|running)$"), timeout=30_000)  # added again upstream
+        expect(second).to_have_text("in progress", timeout=30_000)  # added again upstream
         expect(page.locator("#retry")).to_be_hidden()
         expect(page.locator("#batch-status")).to_have_text("completed", timeout=60_000)
         expect(page.locator("#grid-win .grow.g-failed .gc.num")).to_have_text(FAILED_ROWS)
+        for legend in ("#n-running", "#n-queued", "#n-waiting"):
+            expect(page.locator(legend)).to_have_text("0")
         assert creates(emulator) - before == len(FAILED_ROWS)
         assert page.evaluate("window.__same_page") is True
         page.locator("#grid-win .grow").nth(2).locator("button.out[data-field=ceo]").click()

@@ -309,11 +309,19 @@ function cellFor(r, field) {
     conf ? h("span", { class: "cf", "aria-hidden": "true" }, conf === "medium" ? "med" : conf) : ""));
 }
 
+// A row learns its run's status only when the run ends (the header splits queued from running with
+// Parallel's group counts), so a row still at Parallel reads "in progress", one not yet sent "waiting".
+function rowLabel(st) {
+  if (st === "queued" || st === "running") return "in progress";
+  if (st === "pending" || st === "submitting") return "waiting";
+  return st.replace("_", " ");
+}
+
 function rowEl(r, position) {
   const st = r.status || "pending";
   const cells = [
     h("div", { class: "gc num", role: "cell" }, String(r.index + 1)),
-    h("div", { class: "gc st", role: "cell" }, h("span", { class: `badge s-${st}` }, st.replace("_", " "))),
+    h("div", { class: "gc st", role: "cell" }, h("span", { class: `badge s-${st}` }, rowLabel(st))),
   ];
   for (const c of columns) {
     const v = text((r.values || {})[c]);
@@ -453,11 +461,11 @@ function renderPanel() {
   const field = panel.field;
   const st = r.status || "pending";
   $("panel-title").textContent = field ? `Row ${r.index + 1} · ${field}` : `Row ${r.index + 1}`;
-  const body = [h("p", { class: "pstatus" }, h("span", { class: `badge s-${st}` }, st.replace("_", " ")))];
+  const body = [h("p", { class: "pstatus" }, h("span", { class: `badge s-${st}` }, rowLabel(st)))];
   if (FAILED.has(st)) {
     body.push(h("div", { class: "perror", role: "alert" }, h("strong", {}, "This row failed. "), text(r.error || `It ended ${st}.`)));
   } else if (!ENDED.has(st)) {
-    body.push(h("p", { class: "muted" }, "This row is still running: its value appears here when it ends."));
+    body.push(h("p", { class: "muted" }, "This row is still in progress: its value appears here when it ends."));
   } else if (field) {
     body.push(h("h3", {}, "Value"), h("div", { class: "pvalue" }, valueNode(outValue(r, field))));
     const b = basisOf(r, field);
