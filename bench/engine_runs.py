@@ -64,7 +64,9 @@ def _wait(condition: Callable[[], bool], timeout: float, step: float = 0.25) -> 
 
 
 def _stats(url: str) -> dict[str, Any]:
-    data: dict[str, Any] = httpx.get(f"{url}/_emulator/stats?runs=false", timeout=60).json()
+    # A generous timeout: an emulator holding 15,000 streams through a reconnect wave can be busy for a
+    # minute, and a failed poll would end a 40-minute benchmark.
+    data: dict[str, Any] = httpx.get(f"{url}/_emulator/stats?runs=false", timeout=300).json()
     return data
 
 
