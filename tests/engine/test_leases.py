@@ -127,3 +127,13 @@ async def test_a_lease_another_process_took_is_dropped_at_renewal(engine: Engine
     await engine._renew()
     assert stopped == ["tsk_taken"] and list(engine.followers) == ["tsk_kept"]
     assert "tsk_taken" not in engine._leased_at
+
+
+async def test_a_create_waits_only_for_its_own_lease_not_for_every_renewal(engine: Engine) -> None:
+    """A task claimed a moment ago may send its create even while a long renewal round is still going."""
+    hold(engine, ["tsk_new"], [], leased_ago=0.5)
+    hold(engine, ["tsk_old"], [], leased_ago=4.5)
+    engine._renewed_at = time.monotonic() - 4.5  # the last complete round started long ago
+    assert engine.lease_fresh("tsk_new")
+    assert not engine.lease_fresh("tsk_old")
+    assert not engine.lease_fresh()  # every lease here: only as fresh as the last complete round

@@ -1,14 +1,19 @@
-"""PostgreSQL-specific: the declared schema equals the migrations applied in order; concurrent starters."""
+"""PostgreSQL-specific: the declared schema equals the migrations applied in order; concurrent starters;
+renewals that never wait for the writer's row locks."""
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from pg import fresh_schema
+from taskdeck.models import Task, TaskStatus, new_task_id
+from taskdeck.store import InsertTask, PutKey
+from taskdeck.store.base import ProcessInfo
 from taskdeck.store.open import open_store
 from taskdeck.store.rows import migration_files
 
@@ -71,3 +76,32 @@ def test_processes_starting_together_migrate_once() -> None:
         with psycopg.connect(url) as conn:
             versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
         assert versions == [v for v, _ in migration_files("migrations_pg")]
+
+
+def test_a_lease_renewal_never_waits_for_a_task_row_the_writer_holds_locked() -> None:
+    """The writer locks task rows while it commits their events; renewals once queued behind those locks
+    (at 15,000 runs, 4 to 6 s late) until leases expired under open streams. They touch no task row now."""
+    with fresh_schema() as url:
+        store = open_store(url)
+        try:
+            now = time.time()
+            task = Task(
+                id=new_task_id(),
+                owner="o",
+                processor="lite",
+                request={"input": "x", "processor": "lite"},
+                status=TaskStatus.RUNNING,
+                created_at=now,
+            )
+            store.apply([PutKey("o", b"c", "x", now), InsertTask(task)])
+            store.put_process(ProcessInfo("A", "worker", "h", 1, now, now, 0))
+            assert [t.id for t in store.claim("A", now, 10, 10)] == [task.id]
+            with psycopg.connect(url) as writer, writer.transaction():
+                writer.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task.id,))  # as lock_tasks does
+                done: list[set[str]] = []
+                renewal = threading.Thread(target=lambda: done.append(store.renew("A", [task.id], now + 60)))
+                renewal.start()
+                renewal.join(timeout=10)
+                assert done == [{task.id}], "the renewal waited for the locked task row"
+        finally:
+            store.close()

@@ -20,7 +20,7 @@ import pytest
 from pg import fresh_schema
 from taskdeck.models import Batch, BatchStatus, Origin, Task, TaskStatus, new_batch_id
 from taskdeck.store import AppendEvent, InsertTask, PatchTask, PutKey, Store
-from taskdeck.store.base import AdvanceGroupCursor, OwnerGroup
+from taskdeck.store.base import AdvanceGroupCursor, OwnerGroup, ProcessInfo
 from taskdeck.store.open import open_store
 
 
@@ -108,6 +108,28 @@ def test_leases(store: Store) -> None:
     assert {t.id for t in taken} == {t.id for t in a}
     store.release("B", [active[0].id])
     assert store.get_task(active[0].id).lease_owner is None  # type: ignore[union-attr]
+
+
+def test_a_process_lease_keeps_every_task_it_holds_without_touching_their_rows(store: Store) -> None:
+    """Renewal extends one process row; a task is free once its own lease and its holder's have passed."""
+    store.apply([PutKey("o1", b"c", "x", 1.0)])
+    tasks = [task(created=float(i)) for i in range(3)]
+    store.apply([InsertTask(t) for t in tasks])
+    now = time.time()
+    store.put_process(ProcessInfo("A", "worker", "h", 1, now, now, 0))
+    a = store.claim("A", now, 10, 2)
+    assert store.renew("A", [t.id for t in a] + [tasks[0].id], now + 100) == {t.id for t in a}
+    assert {store.get_task(t.id).lease_expires for t in a} == {now + 10}  # type: ignore[union-attr]
+    assert store.leases(now + 50) == {"A": 2}  # held by the process lease after their own passed
+    assert [t.id for t in store.claim("B", now + 50, 10, 10)] == [tasks[0].id]  # A's two still held
+    taken = store.claim("C", now + 101, 10, 10)  # A's process lease has passed too: C takes over
+    assert {t.id for t in taken} == {t.id for t in a} | {tasks[0].id}  # (and B's: B has no process row)
+    assert store.renew("A", [t.id for t in a], now + 200) == set()  # A learns it lost them
+    store.drop_process("A")
+    store.release("C", [t.id for t in a])
+    store.apply([PatchTask(t.id, {"lease_owner": "A", "lease_expires": now - 1}) for t in a])
+    claimed = store.claim("D", now, 10, 10)  # A has no process row now: the tasks' own expired leases free them
+    assert {t.id for t in claimed} == {t.id for t in a}
 
 
 def test_a_submitting_task_whose_holder_died_is_claimed_for_reconciliation(store: Store) -> None:

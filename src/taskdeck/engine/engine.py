@@ -111,7 +111,7 @@ class Engine:
                 settings=settings,
                 writer=self.writer,
                 upstream=self.upstream,
-                lease_fresh=self.lease_fresh,
+                lease_fresh=self.batch_leases_fresh,
                 rows=lambda batch_id, after, limit: self.db(
                     lambda: self.store.batch_rows(batch_id, after_index=after, limit=limit)
                 ),
@@ -271,9 +271,16 @@ class Engine:
             self.desk.drop(batch_id)
         return len(at_risk) + len(batches)
 
-    def lease_fresh(self) -> bool:
-        """Our leases were renewed recently enough that none can have passed to another process."""
-        return time.monotonic() - self._renewed_at < self.settings.lease_ttl - self.settings.heartbeat_interval
+    def lease_fresh(self, task_id: str | None = None) -> bool:
+        """This task's lease (or, with none given, every lease here) was written recently enough that it
+        cannot have passed to another process: a create may be sent under it."""
+        written = self._leased_at.get(task_id, self._renewed_at) if task_id is not None else self._renewed_at
+        return time.monotonic() - written < self.settings.lease_ttl - self.settings.heartbeat_interval
+
+    def batch_leases_fresh(self) -> bool:
+        """The batches' leases were renewed recently enough to add rows under them."""
+        age = time.monotonic() - self._batches_renewed_at
+        return age < self.settings.lease_ttl - self.settings.heartbeat_interval
 
     async def _renew(self) -> None:
         """Extend every lease held here (tasks a chunk at a time, then batches); drop what was lost."""

@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import Enum
+from functools import partial
 from typing import Any
 
 from taskdeck.config import Settings
@@ -103,7 +104,7 @@ class FollowerPorts:
     writer: Writer  # every write goes through the group-committing writer
     upstream: Upstream  # every call to Parallel (it takes the key's rate budget first)
     groups: OwnerGroups  # the per-owner task group a create goes into
-    lease_fresh: Callable[[], bool]  # whether our leases were renewed recently enough to send a create
+    lease_fresh: Callable[[str], bool]  # whether a task's lease was written recently enough to send a create
     stored_keys: Callable[[str], Awaitable[set[str]]]  # the de-dup keys already stored for a task
 
 
@@ -187,7 +188,7 @@ class Follower:
                     upstream=self.ports.upstream,
                     groups=self.ports.groups,
                     writer=self.ports.writer,
-                    lease_fresh=self.ports.lease_fresh,
+                    lease_fresh=partial(self.ports.lease_fresh, self.task.id),
                     stopping=self._stop,
                 )
                 fresh = self.status == TaskStatus.PENDING

@@ -580,7 +580,7 @@ class PostgresStore:
         return int(row["n"]) if row else 0
 
     def leases(self, now: float) -> dict[str, int]:
-        rows = self._all(Q["leases"], (now,))
+        rows = self._all(Q["leases"], (now, now))
         return {r["lease_owner"]: int(r["n"]) for r in rows}
 
     # -- rate usage --------------------------------------------------------------
@@ -634,14 +634,18 @@ class PostgresStore:
             return []
         with self._tx() as conn:
             # SKIP LOCKED (see the query): workers claiming at the same moment take different tasks.
-            rows = conn.execute(Q["claim"], (holder, now + ttl, FOLLOWED, now, limit)).fetchall()
+            rows = conn.execute(Q["claim"], (holder, now + ttl, FOLLOWED, now, now, limit)).fetchall()
         # RETURNING does not keep the subquery's order; newest activity first matters on restart.
         tasks = [task_from_row(r) for r in rows]
         return sorted(tasks, key=lambda t: t.last_event_at or t.created_at, reverse=True)
 
     def renew(self, holder: str, task_ids: Sequence[str], expires: float) -> set[str]:
         with self._tx() as conn:
-            rows = conn.execute(Q["renew"], (expires, holder, sorted(task_ids))).fetchall()
+            # The process's one row: renewing every held task row queued behind the writer's row locks.
+            if conn.execute(Q["renew_process"], (expires, holder)).rowcount:
+                rows = conn.execute(Q["held"], (holder, list(task_ids))).fetchall()
+            else:  # no process row (a store used without an engine): each task's own lease
+                rows = conn.execute(Q["renew"], (expires, holder, sorted(task_ids))).fetchall()
         return {r["id"] for r in rows}
 
     def release(self, holder: str, task_ids: Sequence[str]) -> None:

@@ -107,7 +107,7 @@ CREATE TABLE processes (
     seen_at     REAL NOT NULL,
     following   INTEGER NOT NULL,          -- runs it follows
     feed_lag    REAL                       -- seconds between a shared-feed note's commit and its delivery here
-);
+, lease_expires REAL);
 
 -- Batches: a table enriched row by row through one Parallel task group. Each row is a task
 -- (batch_id, row_index), followed by its batch's supervisor rather than by a follower of its own.

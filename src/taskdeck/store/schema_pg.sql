@@ -92,7 +92,8 @@ CREATE TABLE processes (
     started_at  DOUBLE PRECISION NOT NULL,
     seen_at     DOUBLE PRECISION NOT NULL,
     following   INTEGER NOT NULL,
-    feed_lag    DOUBLE PRECISION
+    feed_lag    DOUBLE PRECISION,
+    lease_expires DOUBLE PRECISION  -- the lease on every task it holds (see claim)
 );
 
 CREATE TABLE rate_grants (

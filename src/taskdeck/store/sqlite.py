@@ -501,7 +501,7 @@ class SqliteStore:
         return int(row[0])
 
     def leases(self, now: float) -> dict[str, int]:
-        rows = self._conn().execute(Q["leases"], (now,))
+        rows = self._conn().execute(Q["leases"], (now, now))
         return {r[0]: r[1] for r in rows}
 
     # -- rate usage --------------------------------------------------------------
@@ -528,7 +528,7 @@ class SqliteStore:
         if limit <= 0:
             return []
         with self._tx() as conn:
-            rows = conn.execute(_CLAIM, (holder, now + ttl, *FOLLOWED, now, limit)).fetchall()
+            rows = conn.execute(_CLAIM, (holder, now + ttl, *FOLLOWED, now, now, limit)).fetchall()
         # RETURNING does not keep the subquery's order; newest activity first matters on restart.
         tasks = [task_from_row(r) for r in rows]
         return sorted(tasks, key=lambda t: t.last_event_at or t.created_at, reverse=True)
@@ -537,9 +537,14 @@ class SqliteStore:
         held: set[str] = set()
         ids = list(task_ids)
         with self._tx() as conn:
+            # The process's one row when it has one (as PostgreSQL does), else each task's own lease.
+            by_process = conn.execute(Q["renew_process"], (expires, holder)).rowcount > 0
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
-                rows = conn.execute(Q["renew"].format(marks=_marks(len(chunk))), (expires, holder, *chunk))
+                if by_process:
+                    rows = conn.execute(Q["held"].format(marks=_marks(len(chunk))), (holder, *chunk))
+                else:
+                    rows = conn.execute(Q["renew"].format(marks=_marks(len(chunk))), (expires, holder, *chunk))
                 held.update(r[0] for r in rows)
         return held
 

@@ -237,8 +237,9 @@ ORDER BY started_at;
 SELECT COUNT(*) AS n FROM processes WHERE kind IN ('serve', 'worker') AND seen_at >= %s;
 
 -- name: leases
--- Live leases per holder: (now).
-SELECT lease_owner, COUNT(*) AS n FROM tasks WHERE lease_owner IS NOT NULL AND lease_expires >= %s
+-- Live leases per holder (the task's own, or its holder's process lease): (now, now).
+SELECT lease_owner, COUNT(*) AS n FROM tasks t WHERE lease_owner IS NOT NULL AND (lease_expires >= %s
+OR EXISTS (SELECT 1 FROM processes p WHERE p.holder = t.lease_owner AND p.lease_expires >= %s))
 GROUP BY lease_owner;
 
 -- == rate usage and the shared rate budget ===================================
@@ -278,18 +279,28 @@ DELETE FROM rate_grants WHERE owner = %s AND at < %s;
 -- name: claim
 -- Lease up to `limit` followed tasks that nobody holds, newest activity first; SKIP LOCKED: workers
 -- claiming at the same moment take different tasks, without waiting:
--- (holder, expires, followed statuses, now, limit).
+-- (holder, expires, followed statuses, now, now, limit). A lease is free when the task's own expiry
+-- and its holder's process lease have both passed.
 UPDATE tasks SET lease_owner = %s, lease_expires = %s WHERE id IN (
- SELECT id FROM tasks WHERE status = ANY(%s) AND batch_id IS NULL
- AND (lease_owner IS NULL OR lease_expires < %s)
+ SELECT id FROM tasks t WHERE status = ANY(%s) AND batch_id IS NULL
+ AND (lease_owner IS NULL OR (lease_expires < %s AND NOT EXISTS (
+  SELECT 1 FROM processes p WHERE p.holder = t.lease_owner AND p.lease_expires >= %s)))
  -- A task whose key was forgotten cannot be followed until its owner signs in again.
  AND owner IN (SELECT owner FROM api_keys WHERE length(ciphertext) > 0)
  ORDER BY COALESCE(last_event_at, created_at) DESC LIMIT %s FOR UPDATE SKIP LOCKED
 ) RETURNING *;
 
+-- name: renew_process
+-- Extend a process's lease on every task it holds (one row; no task row is touched): (expires, holder).
+UPDATE processes SET lease_expires = %s WHERE holder = %s;
+
+-- name: held
+-- Which of these tasks the holder still holds (a read: none taken over, none deleted): (holder, ids).
+SELECT id FROM tasks WHERE lease_owner = %s AND id = ANY(%b);
+
 -- name: renew
--- Extend the holder's leases on these tasks (rows locked in id order); the ids still held:
--- (expires, holder, sorted ids).
+-- Extend the holder's leases on these tasks, for a holder with no process row (rows locked in id
+-- order); the ids still held: (expires, holder, sorted ids).
 UPDATE tasks SET lease_expires = %s WHERE id IN (SELECT id FROM tasks WHERE lease_owner = %s
 AND id = ANY(%b) ORDER BY id FOR UPDATE) RETURNING id;
 

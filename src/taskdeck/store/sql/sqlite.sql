@@ -259,8 +259,9 @@ ORDER BY started_at;
 SELECT COUNT(*) FROM processes WHERE kind IN ('serve', 'worker') AND seen_at >= ?;
 
 -- name: leases
--- Live leases per holder: (now).
-SELECT lease_owner, COUNT(*) FROM tasks WHERE lease_owner IS NOT NULL AND lease_expires >= ?
+-- Live leases per holder (the task's own, or its holder's process lease): (now, now).
+SELECT lease_owner, COUNT(*) FROM tasks t WHERE lease_owner IS NOT NULL AND (lease_expires >= ?
+OR EXISTS (SELECT 1 FROM processes p WHERE p.holder = t.lease_owner AND p.lease_expires >= ?))
 GROUP BY lease_owner;
 
 -- == rate usage ==============================================================
@@ -283,17 +284,27 @@ SELECT owner, holder, buckets, updated_at, final FROM rate_usage WHERE updated_a
 
 -- name: claim
 -- Lease up to `limit` followed tasks that nobody holds, newest activity first:
--- (holder, expires, followed statuses…, now, limit). {followed}: one `?` per followed status.
+-- (holder, expires, followed statuses…, now, now, limit). {followed}: one `?` per followed status.
+-- A lease is free when the task's own expiry and its holder's process lease have both passed.
 UPDATE tasks SET lease_owner = ?, lease_expires = ? WHERE id IN (
- SELECT id FROM tasks WHERE status IN ({followed}) AND batch_id IS NULL
- AND (lease_owner IS NULL OR lease_expires < ?)
+ SELECT id FROM tasks t WHERE status IN ({followed}) AND batch_id IS NULL
+ AND (lease_owner IS NULL OR (lease_expires < ? AND NOT EXISTS (
+  SELECT 1 FROM processes p WHERE p.holder = t.lease_owner AND p.lease_expires >= ?)))
  -- A task whose key was forgotten cannot be followed until its owner signs in again.
  AND owner IN (SELECT owner FROM api_keys WHERE length(ciphertext) > 0)
  ORDER BY COALESCE(last_event_at, created_at) DESC LIMIT ?) RETURNING *;
 
+-- name: renew_process
+-- Extend a process's lease on every task it holds (one row; no task row is touched): (expires, holder).
+UPDATE processes SET lease_expires = ? WHERE holder = ?;
+
+-- name: held
+-- Which of these tasks the holder still holds: (holder, ids…). {marks}: one `?` per id.
+SELECT id FROM tasks WHERE lease_owner = ? AND id IN ({marks});
+
 -- name: renew
--- Extend the holder's leases on these tasks; the ids still held: (expires, holder, ids…).
--- {marks}: one `?` per id.
+-- Extend the holder's leases on these tasks, for a holder with no process row; the ids still held:
+-- (expires, holder, ids…). {marks}: one `?` per id.
 UPDATE tasks SET lease_expires = ? WHERE lease_owner = ? AND id IN ({marks})
 RETURNING id;
 
