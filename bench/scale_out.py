@@ -140,7 +140,7 @@ def _check_events(url: str, emu_url: str, dump: Path | None = None) -> dict[str,
 
     With ``dump`` (a folder), each task that lost or duplicated an event gets ``<task id>.json`` there: its row,
     every event stored for it and everything the emulator sent, for the post-mortem (the schema is dropped)."""
-    lost = dup = extra = not_completed = stats_dropped = 0
+    lost = dup = extra = not_completed = stats_dropped = states_dropped = 0
     examples: list[str] = []
     with _connect(url) as query, httpx.Client(base_url=emu_url, timeout=60) as client:
         for task_id, run_id, status in query("SELECT id, run_id, status FROM tasks"):
@@ -150,11 +150,12 @@ def _check_events(url: str, emu_url: str, dump: Path | None = None) -> dict[str,
             sent_all = client.get(f"/_emulator/runs/{run_id}").json()["sent_events"]
             sent = {(e["type"], e["data"]) for e in sent_all}
             dup += len(stored) - len(set(stored))
-            # A progress_stats snapshot that reached a worker killed before its next commit is gone for
-            # good (Parallel replays only the latest): lost means any other event, or the final snapshot.
+            # A progress_stats snapshot or an active task_run.state that reached a worker killed before its
+            # next commit is gone for good (Parallel replays only the latest snapshot and the current state,
+            # contract section 8): lost means any other event, or the final snapshot.
             stats_sent = [(e["type"], e["data"]) for e in sent_all if e["type"] == "task_run.progress_stats"]
             missing = sent - set(stored)
-            gone = [m for m in missing if m[0] != "task_run.progress_stats"]
+            gone = [m for m in missing if not _snapshot(m)]
             if stats_sent and stats_sent[-1] not in set(stored):
                 gone.append(stats_sent[-1])
             lost += len(gone)
@@ -165,6 +166,7 @@ def _check_events(url: str, emu_url: str, dump: Path | None = None) -> dict[str,
                 (dump / f"{task_id}.json").write_text(json.dumps(record, indent=1, default=str))
             examples += [f"{task_id} {run_id} {kind} {data[:100]}" for kind, data in gone][: 5 - len(examples)]
             stats_dropped += sum(1 for m in missing if m[0] == "task_run.progress_stats")
+            states_dropped += sum(1 for m in missing if m[0] == "task_run.state" and _snapshot(m))
             extra += len(set(stored) - sent)
     return {
         "lost_events": lost,
@@ -172,8 +174,15 @@ def _check_events(url: str, emu_url: str, dump: Path | None = None) -> dict[str,
         "unexpected_events": extra,
         "not_completed": not_completed,
         "intermediate_stats_snapshots_not_stored": stats_dropped,
+        "intermediate_active_states_not_stored": states_dropped,
         **({"lost_examples": examples} if examples else {}),
     }
+
+
+def _snapshot(event: tuple[str, str]) -> bool:
+    """Whether Parallel never sends this event again once sent: a stats snapshot, an active state."""
+    kind, data = event
+    return kind == "task_run.progress_stats" or (kind == "task_run.state" and '"is_active":true' in data)
 
 
 @contextmanager
