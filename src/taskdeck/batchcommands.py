@@ -201,6 +201,26 @@ def export(
     typer.echo(f"{rows:,} rows written" + (f" to {out}" if out else ""), err=True)
 
 
+PROGRESS_KEYS = ("status", "done", "failed", "running", "queued", "waiting", "row_count", "percent", "eta_seconds")
+
+
+def show_progress(summary: dict[str, Any], *, as_json: bool, stream: IO[str]) -> None:
+    """One progress line of a batch summary (``enrich`` and ``watch``): JSON for scripts, else a line that
+    redraws itself in a terminal (one per poll when the stream is not one)."""
+    if as_json:
+        stream.write(json.dumps({**{k: summary[k] for k in PROGRESS_KEYS}, "cost_usd": summary["cost_usd"]}) + "\n")
+    else:
+        eta = "—" if summary["eta_seconds"] is None else f"{summary['eta_seconds']:,.0f} s"
+        ended = summary["done"] + summary["failed"]
+        stream.write(
+            f"{summary['percent']:5.1f} %  rows {ended:,}/{summary['row_count']:,}: {summary['done']:,} done, "
+            f"{summary['failed']:,} failed, {summary['running']:,} running, "
+            f"{summary['queued'] + summary['waiting']:,} queued; ETA {eta}; ${summary['cost_usd']:,.2f}   "
+            + ("\r" if stream.isatty() else "\n")
+        )
+    stream.flush()
+
+
 def remote_enrich(
     url: str,
     api_key: str | None,
@@ -210,7 +230,7 @@ def remote_enrich(
     *,
     basis: bool,
     dry_run: bool,
-    progress: Callable[[dict[str, Any], float], None],
+    progress: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
     """``taskdeck enrich`` through a running server: check, create (or resume), follow, export.
 
@@ -235,10 +255,9 @@ def remote_enrich(
         batch = made["batch"]
         if made["resumed"]:
             typer.echo(f"resumed batch {batch['id']} (same input and options): nothing was created twice", err=True)
-        started = time.monotonic()
         while True:
             batch = _answer(client.get(f"/api/batches/{batch['id']}"))["batch"]
-            progress(batch, time.monotonic() - started)
+            progress(batch)
             if batch["status"] == "completed":
                 break
             time.sleep(1.0)  # a progress poll of the server, once a second (not a test synchronisation)

@@ -246,6 +246,10 @@ class Table:
             raise ValueError("the table is closed")
         return self._rows()
 
+    def dicts(self) -> Iterator[dict[str, Cell]]:
+        """Every row's values as a dict of its own (column: value), from the first row: a batch's row source."""
+        return (dict(row.values) for row in self.rows())
+
     def _rows(self) -> Iterator[Row]:
         with self._source.again() as raw:
             text = Text(raw)

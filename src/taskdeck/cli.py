@@ -392,7 +392,7 @@ def enrich(
     import itertools
     import json
 
-    from taskdeck.batchcommands import export_to, remote_enrich
+    from taskdeck.batchcommands import export_to, remote_enrich, show_progress
     from taskdeck.batchinput import TableError, read_table
     from taskdeck.engine.batches import plan_batch
     from taskdeck.engine.intake import IntakeError
@@ -415,23 +415,8 @@ def enrich(
     if not api_key:
         raise fail("no API key: set PARALLEL_API_KEY or pass --api-key")
 
-    def progress(summary: dict[str, Any], elapsed: float) -> None:
-        done, failed, total = summary["done"], summary["failed"], summary["row_count"]
-        running, queued, waiting = summary["running"], summary["queued"], summary["waiting"]
-        rate = (done + failed) / elapsed if elapsed > 0 else 0.0
-        left = total - done - failed
-        eta = f"{left / rate:,.0f} s" if rate > 0 and left else "—"
-        if json_out:
-            fields = {"done": done, "failed": failed, "running": running, "queued": queued, "waiting": waiting}
-            typer.echo(json.dumps({**fields, "total": total, "eta": eta, "cost_usd": summary["cost_usd"]}), err=True)
-        else:
-            end = "\n" if not sys.stderr.isatty() else "\r"
-            line = (
-                f"rows {done + failed:,}/{total:,}: {done:,} done, {failed:,} failed, {running:,} running, "
-                f"{queued + waiting:,} queued; ETA {eta}; ${summary['cost_usd']:,.2f}"
-            )
-            sys.stderr.write(f"{line}   {end}")
-            sys.stderr.flush()
+    def progress(summary: dict[str, Any]) -> None:
+        show_progress(summary, as_json=json_out, stream=sys.stderr)
 
     if url:
         # On a running server: the batch is the server's (its web UI shows it live); this command
@@ -454,7 +439,7 @@ def enrich(
                     "dry-run",
                     source.name,
                     table.columns,
-                    lambda: (dict(r.values) for r in table.rows()),
+                    table.dicts,
                     spec,
                     table.digest,
                     holder=None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +82,7 @@ async def run_enrich(
     source: Path,
     spec: dict[str, Any],
     *,
-    progress: Callable[[dict[str, Any], float], None],
+    progress: Callable[[dict[str, Any]], None],
 ) -> EnrichResult:
     """Create (or resume) the batch of ``source`` and follow it to its end, or until SIGINT/SIGTERM."""
     # Open for the command's length: the rows are read again, a row at a time, when the batch is stored.
@@ -99,7 +98,7 @@ async def _run(
     name: str,
     table: Table,
     spec: dict[str, Any],
-    progress: Callable[[dict[str, Any], float], None],
+    progress: Callable[[dict[str, Any]], None],
 ) -> EnrichResult:
     from taskdeck.engine import Engine
     from taskdeck.web.batchviews import batch_summary
@@ -115,20 +114,19 @@ async def _run(
             api_key,
             name=name,
             columns=table.columns,
-            rows=lambda: (dict(r.values) for r in table.rows()),
+            rows=table.dicts,
             spec=spec,
             digest=table.digest,
         )
         # Resumed: a batch whose command stopped is claimed by this engine's next heartbeat (once its
         # lease expired); one already completed is written out at once.
-        started = time.monotonic()
         while True:
             current = await engine.db(engine.store.get_batch, batch.id)
             counts = await engine.db(engine.store.batch_counts, batch.id)
             if current is not None:
                 batch = current
             cost = await engine.db(engine.store.batch_cost, batch.id)
-            progress(batch_summary(batch, counts, cost), time.monotonic() - started)
+            progress(batch_summary(batch, counts, cost))
             if batch.status == BatchStatus.COMPLETED or stop.is_set():
                 break
             try:

@@ -304,6 +304,7 @@ def watch(
 
 
 def _watch_batch(batch_id: str, as_json: bool, api_key: Any, url: Any, db: Any, database_url: Any) -> None:
+    from taskdeck.batchcommands import show_progress
     from taskdeck.web.batchviews import batch_summary
 
     while True:
@@ -323,17 +324,7 @@ def _watch_batch(batch_id: str, as_json: bool, api_key: Any, url: Any, db: Any, 
                 batch = batch_summary(found, store.batch_counts(batch_id), store.batch_cost(batch_id))
             finally:
                 store.close()
-        if as_json:
-            keys = ("status", "done", "failed", "running", "queued", "waiting", "percent")
-            typer.echo(json.dumps({k: batch[k] for k in keys}))
-        else:
-            eta = "—" if batch["eta_seconds"] is None else f"{batch['eta_seconds']:,.0f} s"
-            end = "\r" if sys.stderr.isatty() else "\n"
-            sys.stderr.write(
-                f"{batch['percent']:5.1f} %  {batch['done']:,} done, {batch['failed']:,} failed, "
-                f"{batch['running']:,} running, {batch['queued'] + batch['waiting']:,} queued; ETA {eta}; "
-                f"${batch['cost_usd']:,.2f}   {end}"
-            )
+        show_progress(batch, as_json=as_json, stream=sys.stdout if as_json else sys.stderr)
         if batch["status"] == "completed":
             if batch["failed"]:
                 raise typer.Exit(1)

@@ -66,3 +66,21 @@ def test_cost_so_far_is_what_was_created_and_the_total_is_rows_times_price() -> 
 )
 def test_group_counts_from_upstream_keep_only_plain_counts(status: Any, expected: dict[str, int] | None) -> None:
     assert group_run_counts(status) == expected
+
+
+def test_enrich_and_watch_show_the_same_progress_line_and_json() -> None:
+    import io
+    import json
+
+    import taskdeck.cli  # noqa: F401  (the commands' modules load through the CLI)
+    from taskdeck.batchcommands import show_progress
+
+    summary = batch_summary(batch({"queued": 45, "running": 15}), COUNTS, 0.45, 1060.0)
+    out = io.StringIO()
+    show_progress(summary, as_json=True, stream=out)
+    line = json.loads(out.getvalue())
+    assert (line["running"], line["queued"], line["waiting"], line["row_count"]) == (15, 45, 10, 100)
+    out = io.StringIO()
+    show_progress(summary, as_json=False, stream=out)
+    assert "rows 30/100: 25 done, 5 failed, 15 running, 55 queued" in out.getvalue()
+    assert out.getvalue().endswith("\n")  # not a terminal: one line per poll, no carriage return

@@ -36,7 +36,7 @@ from taskdeck.config import Settings
 from taskdeck.engine.batchspec import template_fields
 from taskdeck.engine.intake import TAG_KEY, IntakeError, new_task, review_request, validate_request
 from taskdeck.engine.writer import Writer, note
-from taskdeck.models import Batch, BatchStatus, Task, TaskStatus, new_batch_id, new_task_id
+from taskdeck.models import Batch, BatchStatus, Task, TaskStatus, new_batch_id
 from taskdeck.processors import Processor
 from taskdeck.store.base import PatchBatch, PatchTask, Write
 from taskdeck.upstream.client import EVENTS_BETA, Upstream, UpstreamError
@@ -57,6 +57,7 @@ __all__ = [
     "row_input",
     "row_request",
     "row_tag",
+    "rows_cost",
 ]
 
 log = logging.getLogger("taskdeck.batches")
@@ -528,7 +529,6 @@ class BatchPlan:
             request = {**self.request, "input": row_input(self.batch.spec, values)}
             yield replace(
                 new_task(self.batch.owner, request, self.processor),
-                id=new_task_id(),
                 batch_id=self.batch.id,
                 row_index=index,
                 row_values=values,
@@ -536,8 +536,13 @@ class BatchPlan:
 
     @property
     def cost_usd(self) -> float:
-        """Rows × the processor's price: Parallel bills every run at creation."""
-        return round(self.processor.usd_per_run * self.batch.row_count, 4)
+        """What the batch costs in all (Parallel bills every run at creation)."""
+        return rows_cost(self.processor, self.batch.row_count)
+
+
+def rows_cost(processor: Processor | None, rows: int) -> float:
+    """Rows × the processor's price, as the check answers it, a create must confirm it and a summary shows it."""
+    return round((processor.usd_per_run if processor else 0.0) * rows, 4)
 
 
 def plan_batch(

@@ -56,8 +56,8 @@ log = logging.getLogger("taskdeck.engine")
 # Seconds a sibling on this machine must have been seen dead before its leases are freed (engine/machine.py).
 LOCAL_TAKEOVER_GRACE = 3.0
 USAGE_REPORT_INTERVAL = 1.0
-# Leases renewed per statement: each chunk commits on its own, so a renewal holds few row locks at a time
-# (the writer locks the same task rows) and the fence sees every chunk that made it.
+# Leases renewed per store call: each call's answer (the runs still ours) is read in a bounded statement,
+# and a holder without a process row (which then renews task rows) holds few row locks at a time.
 RENEW_CHUNK = 1000
 T = TypeVar("T")
 

@@ -28,7 +28,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from taskdeck.batchinput import Table, TableError, read_table
-from taskdeck.engine.batches import RowSource, plan_batch, resume_key
+from taskdeck.engine.batches import RowSource, plan_batch, resume_key, rows_cost
 from taskdeck.engine.batchspec import spec_from_body
 from taskdeck.engine.intake import field_problem as _problem
 from taskdeck.models import TaskStatus
@@ -67,7 +67,7 @@ def _read_bytes(raw: bytes, kind: str, max_rows: int) -> tuple[Table, RowSource]
         table = read_table(io.BytesIO(raw), kind=kind, limit_rows=max_rows)  # type: ignore[arg-type]
     except TableError as err:
         raise _problem(["content"], f"cannot be read as a table: {err}") from None
-    return table, lambda: (dict(r.values) for r in table.rows())
+    return table, table.dicts
 
 
 def _ready_rows(value: Any, max_rows: int) -> tuple[list[str], list[dict[str, Any]], str]:
@@ -171,8 +171,7 @@ async def create_batch(request: Request, response: Response, who: Auth, body: Bo
     engine = request.app.state.engine
     # The same check a create makes, first: a wrong confirmation stores nothing and sends nothing.
     # Every row costs the processor's price (the check's total); engine.create_batch checks every row.
-    processor = get_processor(spec["processor"])
-    total = round((processor.usd_per_run if processor else 0.0) * upload.row_count, 4)
+    total = rows_cost(get_processor(spec["processor"]), upload.row_count)
     # Resuming costs nothing: 0 confirms it too (the check answered resumes.cost_usd = 0).
     resumes = await catalog_of(request).find_batch(who.owner, resume_key(upload.digest, spec)) is not None
     if abs(float(confirm) - total) > 0.005 and not (resumes and float(confirm) == 0.0):

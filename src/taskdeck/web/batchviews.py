@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
+from taskdeck.engine.batches import rows_cost
 from taskdeck.engine.batchspec import output_fields
 from taskdeck.models import Batch, BatchStatus, Task, TaskStatus
 from taskdeck.processors import get_processor
@@ -81,7 +82,7 @@ def batch_summary(batch: Batch, counts: dict[str, int], cost_usd: float, now: fl
         "eta_seconds": eta,
         "cost_usd": round(cost_usd, 4),
         "usd_per_row": price,
-        "cost_usd_all_rows": round(price * batch.row_count, 4) if price is not None else None,
+        "cost_usd_all_rows": rows_cost(processor, batch.row_count) if processor else None,
         "taskgroup_id": batch.taskgroup_id,
         "created_at": iso(batch.created_at),
         "completed_at": iso(batch.completed_at),
